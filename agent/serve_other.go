@@ -1,0 +1,16 @@
+//go:build !linux
+
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+)
+
+// Serve runs the guest side of the protocol. The guest is always Linux, so
+// on other systems it only closes conn and returns an error.
+func Serve(ctx context.Context, conn net.Conn, opts ServeOptions) error {
+	_ = conn.Close()
+	return errors.New("agent: serve: the guest agent runs only on Linux")
+}

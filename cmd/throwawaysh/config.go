@@ -1,0 +1,129 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/throwawaysh/throwawaysh/rootfs"
+)
+
+// config is the service's configuration. Every flag has an environment
+// variable; kong applies the variable first and a flag given on the command
+// line replaces it.
+type config struct {
+	ListenAddr        string `name:"listen-addr" env:"SSH_ADDR" default:":2222" placeholder:"HOST:PORT" help:"Address to listen on for SSH connections."`
+	HostKeyPath       string `name:"host-key-path" env:"SSH_HOST_KEY_PATH" default:"server_key" placeholder:"PATH" help:"SSH host key file (ed25519 created there, mode 0600, when missing)."`
+	Rootfs            string `name:"rootfs" env:"SSH_ROOTFS" placeholder:"DIR" help:"Guest root directory that every VM boots from (required; build one with 'make rootfs')."`
+	Username          string `name:"username" env:"SSH_USERNAME" default:"test" help:"User name accepted by password authentication."`
+	Password          string `name:"password" env:"SSH_PASSWORD" default:"test" help:"Password accepted by password authentication. Prefer the variable: flags show up in ps."`
+	AllowPasswordless bool   `name:"allow-passwordless" env:"SSH_ALLOW_PASSWORDLESS" help:"Accept any user without a password (SSH 'none' authentication)."`
+	LogLevel          string `name:"log-level" env:"SSH_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
+	LogFormat         string `name:"log-format" env:"SSH_LOG_FORMAT" default:"text" help:"Log format: text or json."`
+
+	Version bool `name:"version" help:"Print the version and exit."`
+	Help    bool `name:"help" short:"h" help:"Show this help and exit."`
+}
+
+var (
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"text", "json"}
+)
+
+// usageError is an invalid flag or variable; the service exits with
+// status 2 for it.
+type usageError struct{ message string }
+
+func (e *usageError) Error() string { return e.message }
+
+// parseConfig reads flags from args and variables from the environment.
+// When --help or --version is given it writes the help or version to stdout
+// and returns done=true.
+func parseConfig(args []string, stdout io.Writer) (cfg config, done bool, err error) {
+	parser, err := kong.New(&cfg,
+		kong.Name("throwawaysh"),
+		kong.Description("SSH server that gives every session its own throwaway libkrun microVM."),
+		kong.NoDefaultHelp(),
+		kong.Writers(stdout, stdout),
+	)
+	if err != nil {
+		return cfg, false, fmt.Errorf("build flag parser: %w", err)
+	}
+	ctx, err := parser.Parse(args)
+	if err != nil {
+		return cfg, false, &usageError{describeParseError(err)}
+	}
+	if cfg.Help {
+		err := ctx.PrintUsage(false)
+		return cfg, true, err
+	}
+	if cfg.Version {
+		_, err := fmt.Fprintf(stdout, "throwawaysh %s\n", version)
+		return cfg, true, err
+	}
+	if err := cfg.validate(); err != nil {
+		return cfg, false, &usageError{err.Error()}
+	}
+	return cfg, false, nil
+}
+
+// describeParseError rewords kong's errors where they would not name the
+// fix.
+func describeParseError(err error) string {
+	msg := err.Error()
+	if strings.Contains(msg, "SSH_ALLOW_PASSWORDLESS") {
+		return fmt.Sprintf("invalid SSH_ALLOW_PASSWORDLESS value %q: must be true, false, 1, 0, yes or no", os.Getenv("SSH_ALLOW_PASSWORDLESS"))
+	}
+	return msg
+}
+
+// validate checks every value and returns the first problem, naming the
+// flag, its variable, the value and what is accepted.
+func (c config) validate() error {
+	if err := validateListenAddr(c.ListenAddr); err != nil {
+		return err
+	}
+	if c.HostKeyPath == "" {
+		return errors.New("invalid --host-key-path (SSH_HOST_KEY_PATH): must not be empty")
+	}
+	if c.Rootfs == "" {
+		return errors.New("missing --rootfs (SSH_ROOTFS): give the guest root directory, for example ./rootfs after 'make rootfs'")
+	}
+	if err := rootfs.Check(c.Rootfs); err != nil {
+		return fmt.Errorf("invalid --rootfs (SSH_ROOTFS) %q: %w", c.Rootfs, err)
+	}
+	if c.Username == "" && !c.AllowPasswordless {
+		return errors.New("invalid --username (SSH_USERNAME): must not be empty unless --allow-passwordless is set")
+	}
+	if c.Password == "" && !c.AllowPasswordless {
+		return errors.New("invalid --password (SSH_PASSWORD): must not be empty; set one, or use --allow-passwordless")
+	}
+	if !slices.Contains(logLevels, c.LogLevel) {
+		return fmt.Errorf("invalid --log-level (SSH_LOG_LEVEL) %q: must be one of %s", c.LogLevel, strings.Join(logLevels, ", "))
+	}
+	if !slices.Contains(logFormats, c.LogFormat) {
+		return fmt.Errorf("invalid --log-format (SSH_LOG_FORMAT) %q: must be one of %s", c.LogFormat, strings.Join(logFormats, ", "))
+	}
+	return nil
+}
+
+func validateListenAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("invalid --listen-addr (SSH_ADDR) %q: must be HOST:PORT or :PORT, for example :2222 or 127.0.0.1:2222", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("invalid --listen-addr (SSH_ADDR) %q: port %q must be a number from 0 to 65535", addr, port)
+	}
+	if strings.ContainsAny(host, " /\\") {
+		return fmt.Errorf("invalid --listen-addr (SSH_ADDR) %q: host %q must be an IP address or a host name", addr, host)
+	}
+	return nil
+}

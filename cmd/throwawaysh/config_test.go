@@ -1,0 +1,296 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/throwawaysh/throwawaysh/internal/krtest"
+)
+
+// configVariables are every variable the service reads; each test starts
+// with all of them unset.
+var configVariables = []string{
+	"SSH_ADDR", "SSH_HOST_KEY_PATH", "SSH_ROOTFS", "SSH_USERNAME", "SSH_PASSWORD",
+	"SSH_ALLOW_PASSWORDLESS", "SSH_LOG_LEVEL", "SSH_LOG_FORMAT",
+}
+
+func clearConfigEnv(t *testing.T) {
+	t.Helper()
+	for _, name := range configVariables {
+		t.Setenv(name, "")
+		_ = os.Unsetenv(name)
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	clearConfigEnv(t)
+	root := krtest.Rootfs(t, false)
+
+	cfg, done, err := parseConfig([]string{"--rootfs", root}, &bytes.Buffer{})
+	if err != nil || done {
+		t.Fatalf("parseConfig: done=%v err=%v", done, err)
+	}
+	want := config{
+		ListenAddr:  ":2222",
+		HostKeyPath: "server_key",
+		Rootfs:      root,
+		Username:    "test",
+		Password:    "test",
+		LogLevel:    "info",
+		LogFormat:   "text",
+	}
+	if cfg != want {
+		t.Errorf("defaults = %+v, want %+v", cfg, want)
+	}
+}
+
+func TestConfigFromEnvironment(t *testing.T) {
+	clearConfigEnv(t)
+	root := krtest.Rootfs(t, false)
+	t.Setenv("SSH_ADDR", "127.0.0.1:2200")
+	t.Setenv("SSH_HOST_KEY_PATH", "/tmp/k")
+	t.Setenv("SSH_ROOTFS", root)
+	t.Setenv("SSH_USERNAME", "alice")
+	t.Setenv("SSH_PASSWORD", "s3cret")
+	t.Setenv("SSH_ALLOW_PASSWORDLESS", "true")
+	t.Setenv("SSH_LOG_LEVEL", "debug")
+	t.Setenv("SSH_LOG_FORMAT", "json")
+
+	cfg, _, err := parseConfig(nil, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{
+		ListenAddr:        "127.0.0.1:2200",
+		HostKeyPath:       "/tmp/k",
+		Rootfs:            root,
+		Username:          "alice",
+		Password:          "s3cret",
+		AllowPasswordless: true,
+		LogLevel:          "debug",
+		LogFormat:         "json",
+	}
+	if cfg != want {
+		t.Errorf("config = %+v, want %+v", cfg, want)
+	}
+}
+
+func TestConfigFlagWinsOverEnvironment(t *testing.T) {
+	clearConfigEnv(t)
+	root := krtest.Rootfs(t, false)
+	t.Setenv("SSH_ADDR", "127.0.0.1:1111")
+	t.Setenv("SSH_USERNAME", "from-env")
+	t.Setenv("SSH_LOG_LEVEL", "error")
+	t.Setenv("SSH_ALLOW_PASSWORDLESS", "true")
+	t.Setenv("SSH_ROOTFS", "/does/not/exist")
+
+	cfg, _, err := parseConfig([]string{
+		"--listen-addr", "127.0.0.1:2222",
+		"--username=from-flag",
+		"--log-level", "warn",
+		"--allow-passwordless=false",
+		"--rootfs", root,
+	}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ListenAddr != "127.0.0.1:2222" {
+		t.Errorf("listen addr = %q, want the flag's", cfg.ListenAddr)
+	}
+	if cfg.Username != "from-flag" {
+		t.Errorf("username = %q, want the flag's", cfg.Username)
+	}
+	if cfg.LogLevel != "warn" {
+		t.Errorf("log level = %q, want the flag's", cfg.LogLevel)
+	}
+	if cfg.AllowPasswordless {
+		t.Error("allow-passwordless = true, want the flag's false")
+	}
+	if cfg.Rootfs != root {
+		t.Errorf("rootfs = %q, want the flag's", cfg.Rootfs)
+	}
+}
+
+func TestConfigInvalidValues(t *testing.T) {
+	root := krtest.Rootfs(t, false)
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyRoot := t.TempDir()
+
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string // substrings of the one-line error
+	}{
+		{"unknown log level", []string{"--rootfs", root, "--log-level", "verbose"}, nil,
+			[]string{"--log-level", "verbose", "debug, info, warn, error"}},
+		{"unknown log level from env", []string{"--rootfs", root}, map[string]string{"SSH_LOG_LEVEL": "loud"},
+			[]string{"SSH_LOG_LEVEL", "loud", "debug, info, warn, error"}},
+		{"unknown log format", []string{"--rootfs", root, "--log-format", "xml"}, nil,
+			[]string{"--log-format", "xml", "text, json"}},
+		{"missing rootfs", nil, nil,
+			[]string{"--rootfs", "SSH_ROOTFS", "make rootfs"}},
+		{"rootfs does not exist", []string{"--rootfs", "/no/such/dir"}, nil,
+			[]string{"--rootfs", "/no/such/dir"}},
+		{"rootfs is a file", []string{"--rootfs", notDir}, nil,
+			[]string{"--rootfs", notDir, "directory"}},
+		{"rootfs without a shell", []string{"--rootfs", emptyRoot}, nil,
+			[]string{"--rootfs", emptyRoot, "bin/sh"}},
+		{"unparsable boolean from env", []string{"--rootfs", root}, map[string]string{"SSH_ALLOW_PASSWORDLESS": "maybe"},
+			[]string{"SSH_ALLOW_PASSWORDLESS", "maybe", "true", "false"}},
+		{"unparsable boolean flag", []string{"--rootfs", root, "--allow-passwordless=maybe"}, nil,
+			[]string{"allow-passwordless", "maybe"}},
+		{"address without port", []string{"--rootfs", root, "--listen-addr", "localhost"}, nil,
+			[]string{"--listen-addr", "localhost", "HOST:PORT"}},
+		{"address with bad port", []string{"--rootfs", root, "--listen-addr", ":99999"}, nil,
+			[]string{"--listen-addr", "99999", "0 to 65535"}},
+		{"address with named port", []string{"--rootfs", root, "--listen-addr", ":ssh"}, nil,
+			[]string{"--listen-addr", "ssh", "number"}},
+		{"empty password", []string{"--rootfs", root, "--password", ""}, nil,
+			[]string{"--password", "--allow-passwordless"}},
+		{"unknown flag", []string{"--rootfs", root, "--colour"}, nil,
+			[]string{"--colour"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearConfigEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, _, err := parseConfig(tt.args, &bytes.Buffer{})
+			if err == nil {
+				t.Fatal("parseConfig accepted an invalid value")
+			}
+			var usage *usageError
+			if !errors.As(err, &usage) {
+				t.Errorf("error %q is not a usage error (exit status 2)", err)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error spans several lines: %q", msg)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q does not contain %q", msg, want)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigVersionAndHelp(t *testing.T) {
+	clearConfigEnv(t)
+	var out bytes.Buffer
+	_, done, err := parseConfig([]string{"--version"}, &out)
+	if err != nil || !done {
+		t.Fatalf("--version: done=%v err=%v", done, err)
+	}
+	if !strings.HasPrefix(out.String(), "throwawaysh ") {
+		t.Errorf("--version printed %q", out.String())
+	}
+
+	out.Reset()
+	_, done, err = parseConfig([]string{"--help"}, &out)
+	if err != nil || !done {
+		t.Fatalf("--help: done=%v err=%v", done, err)
+	}
+	for _, flag := range []string{"--listen-addr", "--host-key-path", "--rootfs", "--username", "--password", "--allow-passwordless", "--log-level", "--log-format", "SSH_ADDR"} {
+		if !strings.Contains(out.String(), flag) {
+			t.Errorf("--help does not mention %s", flag)
+		}
+	}
+}
+
+var serviceBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// serviceBinary builds cmd/throwawaysh once per test run; TestMain
+// removes it.
+func serviceBinary(t *testing.T) string {
+	t.Helper()
+	serviceBuild.once.Do(func() {
+		dir, err := os.MkdirTemp("", "throwawaysh-bin-")
+		if err != nil {
+			serviceBuild.err = err
+			return
+		}
+		serviceBuild.path = filepath.Join(dir, "throwawaysh")
+		out, err := exec.Command("go", "build", "-o", serviceBuild.path, ".").CombinedOutput()
+		if err != nil {
+			serviceBuild.err = errors.New("build service: " + err.Error() + "\n" + string(out))
+		}
+	})
+	if serviceBuild.err != nil {
+		t.Fatal(serviceBuild.err)
+	}
+	return serviceBuild.path
+}
+
+func runService(t *testing.T, env []string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(serviceBinary(t), args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		t.Fatal(err)
+	}
+	return stderr.String(), cmd.ProcessState.ExitCode()
+}
+
+func TestServiceBadFlagExitsTwo(t *testing.T) {
+	root := krtest.Rootfs(t, false)
+	stderr, status := runService(t, nil, "--rootfs", root, "--log-format", "yaml")
+	if status != 2 {
+		t.Errorf("exit status = %d, want 2", status)
+	}
+	if strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "--log-format") || !strings.Contains(stderr, "yaml") {
+		t.Errorf("stderr = %q, want one line naming --log-format and yaml", stderr)
+	}
+
+	stderr, status = runService(t, []string{"SSH_ROOTFS=/no/such/rootfs"})
+	if status != 2 || !strings.Contains(stderr, "/no/such/rootfs") {
+		t.Errorf("missing rootfs from the environment: status %d stderr %q", status, stderr)
+	}
+}
+
+func TestServiceWithoutLibkrunRefusesToStart(t *testing.T) {
+	root := krtest.Rootfs(t, false)
+	missing := filepath.Join(t.TempDir(), "libkrun.so.1")
+	stderr, status := runService(t,
+		[]string{"THROWAWAYSH_LIBKRUN=" + missing, "SSH_PASSWORD=x"},
+		"--rootfs", root, "--listen-addr", "127.0.0.1:0", "--host-key-path", filepath.Join(t.TempDir(), "key"))
+	if status == 0 {
+		t.Fatalf("the service started without libkrun; stderr %q", stderr)
+	}
+	for _, want := range []string{missing, "install"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr %q does not contain %q", stderr, want)
+		}
+	}
+}
+
+func TestServiceVersion(t *testing.T) {
+	cmd := exec.Command(serviceBinary(t), "--version")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(out), "throwawaysh ") {
+		t.Errorf("--version printed %q", out)
+	}
+}

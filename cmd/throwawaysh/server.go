@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"charm.land/ssh"
+	"charm.land/wish/v2"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/throwawaysh/throwawaysh/krun"
+	"github.com/throwawaysh/throwawaysh/middleware"
+)
+
+// handshakeTimeout bounds the SSH handshake and authentication, so a client
+// that connects and stays silent does not hold a connection forever.
+const handshakeTimeout = 30 * time.Second
+
+// newServer composes the SSH server from cfg: host key, authentication and
+// the session middlewares, with launcher booting the VMs.
+func newServer(cfg config, launcher krun.Launcher, logger *slog.Logger) (*ssh.Server, error) {
+	signer, created, err := middleware.LoadOrCreateHostKey(cfg.HostKeyPath)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		logger.Info("host key created", "path", cfg.HostKeyPath, "fingerprint", fingerprint(signer))
+	} else {
+		logger.Info("host key loaded", "path", cfg.HostKeyPath, "fingerprint", fingerprint(signer))
+	}
+
+	options := []ssh.Option{
+		wish.WithAddress(cfg.ListenAddr),
+		func(srv *ssh.Server) error {
+			srv.AddHostKey(signer)
+			srv.HandshakeTimeout = handshakeTimeout
+			srv.ConnectionFailedCallback = func(conn net.Conn, err error) {
+				logger.Info("connection failed", "remote", conn.RemoteAddr().String(), "err", err)
+			}
+			return nil
+		},
+		middleware.PasswordAuth(cfg.Username, cfg.Password, logger),
+		middleware.RawPTY(),
+		wish.WithMiddleware(
+			middleware.Route(),
+			middleware.VM(launcher, middleware.WithRootfs(cfg.Rootfs)),
+			middleware.Logging(logger),
+		),
+	}
+	if cfg.AllowPasswordless {
+		options = append(options, middleware.AllowPasswordless(logger))
+	}
+
+	srv, err := wish.NewServer(options...)
+	if err != nil {
+		return nil, fmt.Errorf("configure ssh server: %w", err)
+	}
+	return srv, nil
+}
+
+func fingerprint(signer ssh.Signer) string {
+	return gossh.FingerprintSHA256(signer.PublicKey())
+}

@@ -1,0 +1,29 @@
+// Package middleware runs SSH sessions in throwaway libkrun microVMs.
+//
+// It provides Wish middlewares and server options that compose into a
+// complete service or can be used one by one in another Wish app:
+//
+//   - PasswordAuth and AllowPasswordless: authentication (server options).
+//   - RawPTY: records pty-req without the SSH library's PTY emulation, so
+//     the guest's terminal output reaches the client unchanged. It is a
+//     server option, and Route needs it for PTY sessions.
+//   - Logging: gives each session an id and a logger, and logs its start
+//     and end.
+//   - VM: boots one microVM per session and destroys it when the session
+//     ends.
+//   - Route: connects the session to the VM, through the VM console when
+//     there is no PTY and through the guest agent when there is one.
+//
+// In wish.WithMiddleware the last middleware listed runs first, so a full
+// chain is listed innermost first:
+//
+//	wish.WithMiddleware(
+//		middleware.Route(),
+//		middleware.VM(launcher, middleware.WithRootfs(dir)),
+//		middleware.Logging(logger),
+//	)
+//
+// Middlewares pass state through typed keys in the session's context; each
+// session gets a context of its own (see SessionContext), because the SSH
+// library's context is shared by every session of a connection.
+package middleware

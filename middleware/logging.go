@@ -1,0 +1,71 @@
+package middleware
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"time"
+
+	"charm.land/ssh"
+	"charm.land/wish/v2"
+)
+
+// Logging returns a middleware that gives each session an id and a logger
+// carrying session, user and remote, and logs "session start" and
+// "session end". Other middlewares find the logger with Logger. List it
+// last in wish.WithMiddleware so it runs first and wraps everything else.
+// A nil logger discards.
+func Logging(logger *slog.Logger) wish.Middleware {
+	if logger == nil {
+		logger = discardLogger
+	}
+	return func(next ssh.Handler) ssh.Handler {
+		return func(s ssh.Session) {
+			s = SessionContext(s)
+			ctx := s.Context()
+
+			id := newSessionID()
+			sessionLogger := logger.With(
+				"session", id,
+				"user", s.User(),
+				"remote", s.RemoteAddr().String(),
+			)
+			ctx.SetValue(sessionIDKey, id)
+			ctx.SetValue(loggerKey, sessionLogger)
+
+			start := time.Now()
+			attrs := []any{
+				"mode", ModeOf(s).String(),
+				"command_bytes", len(s.RawCommand()),
+				"client", ctx.ClientVersion(),
+			}
+			if req, ok := PTYRequest(s); ok {
+				attrs = append(attrs, "term", req.Term, "cols", req.Window.Width, "rows", req.Window.Height)
+			}
+			sessionLogger.Info("session start", attrs...)
+
+			next(s)
+
+			end := []any{"duration", time.Since(start)}
+			if r, ok := SessionResult(ctx); ok {
+				end = append(end, "status", r.Status)
+				if r.Signal != "" {
+					end = append(end, "signal", r.Signal)
+				}
+				if r.Err != nil {
+					end = append(end, "err", r.Err)
+				}
+			}
+			sessionLogger.Info("session end", end...)
+		}
+	}
+}
+
+// newSessionID returns 8 random bytes in hex: short enough to read in logs,
+// long enough not to collide among a server's sessions.
+func newSessionID() string {
+	var b [8]byte
+	// crypto/rand.Read panics rather than return an error since Go 1.24.
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,429 @@
+package middleware
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"charm.land/ssh"
+	"charm.land/wish/v2"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/throwawaysh/throwawaysh/agent"
+	"github.com/throwawaysh/throwawaysh/krun"
+	"github.com/throwawaysh/throwawaysh/rootfs"
+)
+
+// Exit statuses of libkrun's guest init when it cannot run the workload.
+const (
+	guestInitNotExecutable = 126
+	guestInitNotFound      = 127
+)
+
+// Route returns a middleware that connects the session to the VM that the
+// VM middleware booted: the VM console for sessions without a PTY, the
+// guest agent for sessions with one. It sends the exit status and closes
+// the session, so it must be the innermost middleware, listed first in
+// wish.WithMiddleware. It does not call the handler after it. PTY sessions
+// need the RawPTY server option.
+func Route() wish.Middleware {
+	return func(ssh.Handler) ssh.Handler {
+		return func(s ssh.Session) {
+			s = SessionContext(s)
+			guest, ok := GuestFrom(s.Context())
+			if !ok {
+				fail(s, ExitVMFailed, errors.New("route: no VM in the session context; put the VM middleware before Route"),
+					"the server is misconfigured; tell the operator")
+				return
+			}
+			switch guest.Mode {
+			case ModePTY:
+				routePTY(s, guest)
+			default:
+				routeConsole(s, guest)
+			}
+		}
+	}
+}
+
+// killOnDisconnect kills the VM when the client's connection ends before
+// the session does. Call the returned function when the session ends.
+func killOnDisconnect(s ssh.Session, vm krun.VM) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-s.Context().Done():
+			Logger(s.Context()).Info("client disconnected; killing vm")
+			_ = vm.Kill()
+		case <-done:
+		}
+	}()
+	return func() { close(done) }
+}
+
+// routeConsole wires the channel to the VM console: channel data to the
+// workload's stdin, its stdout and stderr to the channel's data and
+// extended data, and its exit status back.
+func routeConsole(s ssh.Session, guest *Guest) {
+	logger := Logger(s.Context())
+	vm := guest.VM
+	defer killOnDisconnect(s, vm)()
+
+	// Never wait for this copy: a command that does not read stdin must
+	// still finish, and the client may never send end of file. It ends
+	// when the channel closes or the VM's stdin is gone.
+	go func() {
+		if _, err := io.Copy(vm.Stdin(), s); err != nil && !isClosedError(err) {
+			logger.Debug("copy client input to vm", "err", err)
+		}
+		_ = vm.Stdin().Close()
+	}()
+
+	var firstOutput sync.Once
+	noteOutput := func() {
+		firstOutput.Do(func() {
+			logger.Debug("guest ready", "signal", "first console byte", "duration", time.Since(guest.Booted))
+		})
+	}
+	var wg sync.WaitGroup
+	copyOut := func(dst io.Writer, src io.Reader, stream string) {
+		defer wg.Done()
+		_, err := io.Copy(dst, &notifyReader{r: src, notify: noteOutput})
+		if err != nil && !isClosedError(err) {
+			// The client stopped reading output, so the rest can never be
+			// delivered.
+			logger.Info("copy vm output to client", "stream", stream, "err", err)
+			_ = vm.Kill()
+		}
+	}
+	wg.Add(2)
+	go copyOut(s, vm.Stdout(), "stdout")
+	go copyOut(s.Stderr(), vm.Stderr(), "stderr")
+	// All output must be on the channel before the exit status goes out.
+	wg.Wait()
+
+	status, err := vm.Wait()
+	if err != nil {
+		fail(s, ExitVMFailed, err, "the VM failed to boot; try again, and tell the operator if it keeps failing")
+		return
+	}
+	finish(s, Result{Status: status})
+}
+
+// notifyReader calls notify before the first successful read.
+type notifyReader struct {
+	r      io.Reader
+	notify func()
+}
+
+func (n *notifyReader) Read(p []byte) (int, error) {
+	count, err := n.r.Read(p)
+	if count > 0 {
+		n.notify()
+	}
+	return count, err
+}
+
+// vmExit is the end of a VM: its status or its failure.
+type vmExit struct {
+	status int
+	err    error
+}
+
+// routePTY connects the channel to a PTY process that the guest agent
+// runs, and forwards window changes and signals to it.
+func routePTY(s ssh.Session, guest *Guest) {
+	ctx := s.Context()
+	logger := Logger(ctx)
+	vm := guest.VM
+	defer killOnDisconnect(s, vm)()
+
+	if s.EmulatedPty() {
+		fail(s, ExitVMFailed, errors.New("route: the server emulates PTYs; add the middleware.RawPTY server option"),
+			"the server is misconfigured; tell the operator")
+		return
+	}
+	req, _ := PTYRequest(s)
+	_, windows, _ := s.Pty()
+	// The first value on windows repeats the pty-req's size; applying it
+	// once more after the start request is harmless.
+	windowChanges := newWindowForwarder(windows, logger)
+
+	// The agent writes its own log to the VM console. It goes to the
+	// server's log, never to the client.
+	_ = vm.Stdin().Close()
+	consoleDone := logConsole(vm, logger)
+	exited := make(chan vmExit, 1)
+	go func() {
+		<-consoleDone
+		status, err := vm.Wait()
+		exited <- vmExit{status: status, err: err}
+	}()
+
+	conn, err := acceptAgent(ctx, guest, exited)
+	if err != nil {
+		var userErr *userError
+		if errors.As(err, &userErr) {
+			fail(s, ExitVMFailed, err, userErr.message)
+		} else {
+			fail(s, ExitVMFailed, err, "the VM did not start its shell; try again, and tell the operator if it keeps failing")
+		}
+		return
+	}
+	client, err := agent.Connect(ctx, conn, logger)
+	if err != nil {
+		_ = conn.Close()
+		message := "the guest agent did not respond; try again, and tell the operator if it keeps failing"
+		if errors.Is(err, agent.ErrVersionMismatch) {
+			message = "the guest agent in this server's rootfs does not match the server; ask the operator to reinstall it with ./install_guest_agent.sh"
+		}
+		fail(s, ExitAgentLost, fmt.Errorf("connect to guest agent: %w", err), message)
+		return
+	}
+	defer func() { _ = client.Close() }()
+
+	proc, err := client.Start(ctx, agent.StartRequest{
+		Command: s.RawCommand(),
+		TTY:     true,
+		Term:    req.Term,
+		Rows:    clampDimension(req.Window.Height),
+		Cols:    clampDimension(req.Window.Width),
+		Modes:   terminalModes(req.Modes),
+	})
+	if err != nil {
+		fail(s, ExitAgentLost, fmt.Errorf("start guest process: %w", err), "the guest agent could not start the shell; try again, and tell the operator if it keeps failing")
+		return
+	}
+	logger.Info("guest ready", "signal", "agent connected", "duration", time.Since(guest.Booted))
+
+	go func() {
+		if _, err := io.Copy(proc, s); err != nil && !isClosedError(err) {
+			logger.Debug("copy client input to guest", "err", err)
+		}
+		_ = proc.CloseWrite()
+	}()
+	windowChanges.attach(proc)
+	stopSignals := forwardSignals(s, proc, logger)
+	defer stopSignals()
+
+	if _, err := io.Copy(s, proc); err != nil && !isClosedError(err) {
+		logger.Info("copy guest output to client", "err", err)
+	}
+	status, err := proc.Wait()
+	if err != nil {
+		fail(s, ExitAgentLost, fmt.Errorf("wait for guest process: %w", err), "the connection to the guest agent was lost before the command finished")
+		return
+	}
+	finish(s, Result{Status: status.Code, Signal: status.Signal})
+}
+
+// acceptAgent waits for the guest agent to connect, and gives up when the
+// VM ends first, the boot timeout passes or the client goes away.
+func acceptAgent(ctx context.Context, guest *Guest, exited <-chan vmExit) (net.Conn, error) {
+	type accepted struct {
+		conn net.Conn
+		err  error
+	}
+	result := make(chan accepted, 1)
+	go func() {
+		conn, err := guest.agentListener.Accept()
+		result <- accepted{conn, err}
+	}()
+	// Closing the listener ends the Accept above on every path below.
+	defer func() { _ = guest.agentListener.Close() }()
+
+	timer := time.NewTimer(guest.bootTimeout)
+	defer timer.Stop()
+
+	select {
+	case a := <-result:
+		if a.err != nil {
+			return nil, fmt.Errorf("accept guest agent connection: %w", a.err)
+		}
+		return a.conn, nil
+	case e := <-exited:
+		return nil, agentExitError(e)
+	case <-timer.C:
+		return nil, &userError{
+			err:     fmt.Errorf("guest agent did not connect within %s", guest.bootTimeout),
+			message: fmt.Sprintf("the VM did not become ready within %s; try again, and tell the operator if it keeps failing", guest.bootTimeout),
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("client left before the guest agent connected: %w", ctx.Err())
+	}
+}
+
+// agentExitError explains a VM that ended before its agent connected.
+func agentExitError(e vmExit) error {
+	switch {
+	case e.err != nil:
+		return &userError{err: fmt.Errorf("boot vm: %w", e.err), message: "the VM failed to boot; try again, and tell the operator if it keeps failing"}
+	case e.status == guestInitNotFound:
+		return &userError{
+			err:     fmt.Errorf("guest init could not find %s (status %d)", rootfs.AgentPath, e.status),
+			message: fmt.Sprintf("PTY sessions need the guest agent, and %s was not found in the VM; ask the operator to run ./install_guest_agent.sh on the rootfs, or connect without a PTY (ssh -T)", rootfs.AgentPath),
+		}
+	case e.status == guestInitNotExecutable:
+		return &userError{
+			err:     fmt.Errorf("guest init could not execute %s (status %d)", rootfs.AgentPath, e.status),
+			message: fmt.Sprintf("the guest agent %s cannot run in the VM (not executable, or built for another architecture); ask the operator to reinstall it with ./install_guest_agent.sh", rootfs.AgentPath),
+		}
+	default:
+		return fmt.Errorf("guest agent exited with status %d before it connected", e.status)
+	}
+}
+
+// logConsole copies the VM's stdout and stderr lines to the log at debug
+// level and returns a channel closed when both reach end of file. It keeps
+// reading after maxConsoleLog bytes but stops logging, so a noisy guest
+// can neither block on a full pipe nor flood the log.
+func logConsole(vm krun.VM, logger *slog.Logger) <-chan struct{} {
+	const maxLine = 1024
+	const maxConsoleLog = 64 << 10
+	var wg sync.WaitGroup
+	read := func(r io.Reader, stream string) {
+		defer wg.Done()
+		reader := bufio.NewReaderSize(r, maxLine)
+		logged := 0
+		for {
+			line, err := reader.ReadSlice('\n')
+			if len(line) > 0 && logged < maxConsoleLog {
+				logged += len(line)
+				logger.Debug("vm console", "stream", stream, "line", string(trimNewline(line)))
+			}
+			if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go read(vm.Stdout(), "stdout")
+	go read(vm.Stderr(), "stderr")
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
+}
+
+func trimNewline(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\n' {
+		return b[:n-1]
+	}
+	return b
+}
+
+// windowForwarder applies the client's window-change requests to the
+// guest process. It starts reading them at once, so a client that resizes
+// while the VM boots does not block the session's request loop. Until the
+// process exists it keeps only the latest size, because a shell that has
+// not started yet needs nothing else.
+type windowForwarder struct {
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	proc    *agent.Process
+	pending *ssh.Window
+}
+
+func newWindowForwarder(windows <-chan ssh.Window, logger *slog.Logger) *windowForwarder {
+	f := &windowForwarder{logger: logger}
+	go func() {
+		// The SSH library closes windows when the channel's requests end.
+		for w := range windows {
+			f.mu.Lock()
+			if f.proc == nil {
+				f.pending = &w
+			} else {
+				f.resize(w)
+			}
+			f.mu.Unlock()
+		}
+	}()
+	return f
+}
+
+// attach sets the process that later window changes go to, and applies a
+// change that arrived before it existed.
+func (f *windowForwarder) attach(proc *agent.Process) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.proc = proc
+	if f.pending != nil {
+		f.resize(*f.pending)
+		f.pending = nil
+	}
+}
+
+// resize sends w to the process; the caller holds f.mu, which keeps
+// changes in the order the client sent them.
+func (f *windowForwarder) resize(w ssh.Window) {
+	if err := f.proc.Resize(clampDimension(w.Height), clampDimension(w.Width)); err != nil {
+		f.logger.Debug("forward window change", "err", err)
+	}
+}
+
+// forwardSignals passes the client's signal requests to the guest process.
+// Call the returned function to stop.
+func forwardSignals(s ssh.Session, proc *agent.Process, logger *slog.Logger) (stop func()) {
+	signals := make(chan ssh.Signal, 16)
+	done := make(chan struct{})
+	s.Signals(signals)
+	go func() {
+		for {
+			select {
+			case sig := <-signals:
+				logger.Debug("forward signal", "signal", string(sig))
+				if err := proc.Signal(string(sig)); err != nil {
+					logger.Info("forward signal", "signal", string(sig), "err", err)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		// Unregister first: the SSH library sends on the channel while it
+		// holds the session's lock and would block on a full one.
+		s.Signals(nil)
+		close(done)
+	}
+}
+
+// clampDimension turns a window dimension from the client into the range a
+// terminal size can hold.
+func clampDimension(v int) uint32 {
+	switch {
+	case v < 0:
+		return 0
+	case v > 0xffff:
+		return 0xffff
+	default:
+		return uint32(v)
+	}
+}
+
+// terminalModes converts pty-req terminal modes for the agent.
+func terminalModes(modes gossh.TerminalModes) map[uint8]uint32 {
+	if len(modes) == 0 {
+		return nil
+	}
+	out := make(map[uint8]uint32, len(modes))
+	for opcode, value := range modes {
+		out[opcode] = value
+	}
+	return out
+}
+
+// isClosedError reports whether err only means that one end went away,
+// which is the normal end of every session.
+func isClosedError(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)
+}

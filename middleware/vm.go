@@ -1,0 +1,249 @@
+package middleware
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"charm.land/ssh"
+	"charm.land/wish/v2"
+
+	"github.com/throwawaysh/throwawaysh/agent"
+	"github.com/throwawaysh/throwawaysh/krun"
+	"github.com/throwawaysh/throwawaysh/rootfs"
+)
+
+// commandFile is the name under which a console session's command text is
+// added to the guest root. libkrun passes workload arguments on the guest
+// kernel command line, quoted without escaping and a few KiB long at most,
+// so the user's command travels as a file instead.
+const commandFile = ".throwawaysh-command"
+
+// guestEnv is the environment of every guest workload. The host's own
+// environment never reaches the guest.
+var guestEnv = []string{
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root",
+	"USER=root",
+	"LOGNAME=root",
+	"SHELL=" + rootfs.ShellPath,
+}
+
+// Guest is the VM of a session, as the VM middleware stores it for the
+// middlewares and handlers after it.
+type Guest struct {
+	// VM is the running microVM. The VM middleware kills it when the
+	// handlers after it return.
+	VM krun.VM
+	// Mode is the way the session is connected to the VM.
+	Mode Mode
+	// Booted is when the VM's host process started.
+	Booted time.Time
+
+	// agentListener is the host end of the guest agent's vsock port, in
+	// ModePTY.
+	agentListener net.Listener
+	bootTimeout   time.Duration
+}
+
+// GuestFrom returns the session's VM as stored by the VM middleware, and
+// whether there is one.
+func GuestFrom(ctx ssh.Context) (*Guest, bool) {
+	g, ok := ctx.Value(guestKey).(*Guest)
+	return g, ok
+}
+
+// VMOption configures the VM middleware.
+type VMOption func(*vmConfig)
+
+type vmConfig struct {
+	rootfs      string
+	cpus        int
+	memoryMiB   int
+	runtimeDir  string
+	bootTimeout time.Duration
+	network     bool
+}
+
+// WithRootfs sets the host directory that every VM boots from.
+// NOTE: the directory is shared with the guest writable, so sessions see
+// each other's writes; a copy-on-write root per session is still to come.
+func WithRootfs(dir string) VMOption {
+	return func(c *vmConfig) { c.rootfs = dir }
+}
+
+// WithResources sets each VM's virtual CPUs and memory in MiB. Zero keeps
+// the default (krun.DefaultCPUs, krun.DefaultMemoryMiB).
+func WithResources(cpus, memoryMiB int) VMOption {
+	return func(c *vmConfig) {
+		if cpus > 0 {
+			c.cpus = cpus
+		}
+		if memoryMiB > 0 {
+			c.memoryMiB = memoryMiB
+		}
+	}
+}
+
+// WithRuntimeDir sets the directory for per-session files such as the
+// guest agent's socket; the default is os.TempDir(). Keep it short: unix
+// socket paths must stay under about 100 bytes.
+func WithRuntimeDir(dir string) VMOption {
+	return func(c *vmConfig) { c.runtimeDir = dir }
+}
+
+// WithBootTimeout sets how long a PTY session waits for the guest agent to
+// connect after the VM starts. The default is 30 seconds.
+func WithBootTimeout(d time.Duration) VMOption {
+	return func(c *vmConfig) {
+		if d > 0 {
+			c.bootTimeout = d
+		}
+	}
+}
+
+// WithGuestNetwork turns on libkrun's socket impersonation, which gives the
+// guest the host's network reach, host loopback included. Off by default.
+func WithGuestNetwork(on bool) VMOption {
+	return func(c *vmConfig) { c.network = on }
+}
+
+// VM returns a middleware that boots a microVM for each session with
+// launcher, stores it for the handlers after it (see GuestFrom), and kills
+// it and removes the session's files when they return. It must run after
+// Logging, if used, and before Route. The VM boots only when the shell or
+// exec request arrives, because the middleware chain runs then.
+func VM(launcher krun.Launcher, opts ...VMOption) wish.Middleware {
+	cfg := vmConfig{
+		cpus:        krun.DefaultCPUs,
+		memoryMiB:   krun.DefaultMemoryMiB,
+		runtimeDir:  os.TempDir(),
+		bootTimeout: 30 * time.Second,
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+
+	return func(next ssh.Handler) ssh.Handler {
+		return func(s ssh.Session) {
+			s = SessionContext(s)
+			guest, cleanup, err := bootGuest(s, launcher, cfg)
+			if err != nil {
+				var userErr *userError
+				if errors.As(err, &userErr) {
+					fail(s, ExitVMFailed, err, userErr.message)
+				} else {
+					fail(s, ExitVMFailed, err, "the VM failed to start; try again, and tell the operator if it keeps failing")
+				}
+				return
+			}
+			defer cleanup()
+
+			s.Context().SetValue(guestKey, guest)
+			next(s)
+		}
+	}
+}
+
+// userError is an error with a sentence for the SSH user, which must not
+// reveal host paths or other details that only the operator needs.
+type userError struct {
+	err     error
+	message string
+}
+
+func (e *userError) Error() string { return e.err.Error() }
+func (e *userError) Unwrap() error { return e.err }
+
+func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, func(), error) {
+	logger := Logger(s.Context())
+	if launcher == nil || cfg.rootfs == "" {
+		return nil, nil, errors.New("VM middleware: no launcher or rootfs configured")
+	}
+
+	mode := ModeOf(s)
+	spec := krun.Spec{
+		ID:        SessionID(s.Context()),
+		Root:      cfg.rootfs,
+		Env:       append([]string(nil), guestEnv...),
+		CPUs:      cfg.cpus,
+		MemoryMiB: cfg.memoryMiB,
+		Network:   cfg.network,
+	}
+	guest := &Guest{Mode: mode, bootTimeout: cfg.bootTimeout}
+
+	sessionDir, err := os.MkdirTemp(cfg.runtimeDir, "throwawaysh-session-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("create session directory in %q: %w", cfg.runtimeDir, err)
+	}
+	removeDir := func() {
+		if err := os.RemoveAll(sessionDir); err != nil {
+			logger.Error("remove session directory", "dir", sessionDir, "err", err)
+		}
+	}
+
+	switch mode {
+	case ModePTY:
+		ok, err := rootfs.HasAgent(cfg.rootfs)
+		if err != nil || !ok {
+			removeDir()
+			missing := rootfs.AgentMissingError(cfg.rootfs)
+			return nil, nil, &userError{
+				err:     missing,
+				message: fmt.Sprintf("PTY sessions need the guest agent, and %s is missing from this server's rootfs; ask the operator to run ./install_guest_agent.sh on it, or connect without a PTY (ssh -T)", rootfs.AgentPath),
+			}
+		}
+		socketPath := filepath.Join(sessionDir, "agent.sock")
+		ln, err := agent.Listen(socketPath)
+		if err != nil {
+			removeDir()
+			return nil, nil, fmt.Errorf("listen for guest agent: %w", err)
+		}
+		guest.agentListener = ln
+		spec.Exec = rootfs.AgentPath
+		spec.Args = []string{"--vsock-port", strconv.FormatUint(uint64(agent.DefaultVsockPort), 10)}
+		spec.VsockPorts = []krun.VsockPort{{Port: agent.DefaultVsockPort, Path: socketPath}}
+	default:
+		spec.Exec = rootfs.ShellPath
+		if command := s.RawCommand(); command != "" {
+			// "." runs the file in the shell itself, so $0 is the shell's name
+			// and "exit 3" ends the shell, as with OpenSSH's "sh -c command".
+			spec.Args = []string{"-c", ". /" + commandFile}
+			spec.Files = map[string][]byte{commandFile: []byte(command)}
+		}
+		// Without a command, sh reads commands from stdin, as OpenSSH's shell
+		// does when the client sends no command and no PTY.
+	}
+
+	start := time.Now()
+	vm, err := launcher.Start(s.Context(), spec)
+	if err != nil {
+		if guest.agentListener != nil {
+			_ = guest.agentListener.Close()
+		}
+		removeDir()
+		return nil, nil, fmt.Errorf("boot vm: %w", err)
+	}
+	guest.VM = vm
+	guest.Booted = time.Now()
+	logger = logger.With("vm", vm.PID())
+	s.Context().SetValue(loggerKey, logger)
+	logger.Info("vm boot", "duration", guest.Booted.Sub(start), "mode", mode.String(), "cpus", spec.CPUs, "memory_mib", spec.MemoryMiB)
+
+	cleanup := func() {
+		if err := vm.Kill(); err != nil {
+			logger.Error("kill vm", "err", err)
+		}
+		status, werr := vm.Wait()
+		if guest.agentListener != nil {
+			_ = guest.agentListener.Close()
+		}
+		removeDir()
+		logger.Info("vm stop", "status", status, "lifetime", time.Since(guest.Booted), "err", werr)
+	}
+	return guest, cleanup, nil
+}
