@@ -4,6 +4,8 @@
 // complete service or can be used one by one in another Wish app:
 //
 //   - PasswordAuth and AllowPasswordless: authentication (server options).
+//   - FilterRequests: passes only allowed env variables to the guest and
+//     rejects agent and X11 forwarding (server option).
 //   - RawPTY: records pty-req without the SSH library's PTY emulation, so
 //     the guest's terminal output reaches the client unchanged. It is a
 //     server option, and Route needs it for PTY sessions.

@@ -194,6 +194,7 @@ func routePTY(s ssh.Session, guest *Guest) {
 		Term:    req.Term,
 		Rows:    clampDimension(req.Window.Height),
 		Cols:    clampDimension(req.Window.Width),
+		Env:     clientEnv(s, logger),
 		Modes:   terminalModes(req.Modes),
 	})
 	if err != nil {

@@ -3,10 +3,12 @@ package middleware
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"charm.land/ssh"
@@ -17,11 +19,14 @@ import (
 	"github.com/throwawaysh/throwawaysh/rootfs"
 )
 
-// commandFile is the name under which a console session's command text is
-// added to the guest root. libkrun passes workload arguments on the guest
-// kernel command line, quoted without escaping and a few KiB long at most,
-// so the user's command travels as a file instead.
-const commandFile = ".throwawaysh-command"
+// Names under which a console session's command text and environment are
+// added to the guest root. libkrun passes workload arguments and
+// environment on the guest kernel command line, quoted without escaping
+// and a few KiB long at most, so text from the client travels as files.
+const (
+	commandFile = ".throwawaysh-command"
+	envFile     = ".throwawaysh-env"
+)
 
 // guestEnv is the environment of every guest workload. The host's own
 // environment never reaches the guest.
@@ -209,14 +214,7 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 		spec.VsockPorts = []krun.VsockPort{{Port: agent.DefaultVsockPort, Path: socketPath}}
 	default:
 		spec.Exec = rootfs.ShellPath
-		if command := s.RawCommand(); command != "" {
-			// "." runs the file in the shell itself, so $0 is the shell's name
-			// and "exit 3" ends the shell, as with OpenSSH's "sh -c command".
-			spec.Args = []string{"-c", ". /" + commandFile}
-			spec.Files = map[string][]byte{commandFile: []byte(command)}
-		}
-		// Without a command, sh reads commands from stdin, as OpenSSH's shell
-		// does when the client sends no command and no PTY.
+		spec.Args, spec.Files = consoleWorkload(s.RawCommand(), clientEnv(s, logger))
 	}
 
 	start := time.Now()
@@ -246,4 +244,72 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 		logger.Info("vm stop", "status", status, "lifetime", time.Since(guest.Booted), "err", werr)
 	}
 	return guest, cleanup, nil
+}
+
+// consoleWorkload returns the shell arguments and files that run command
+// with env exported. "." runs a file in the shell itself, so $0 is the
+// shell's name and "exit 3" ends the shell, as with OpenSSH's
+// "sh -c command". Without a command, sh reads commands from stdin, as
+// OpenSSH's shell does when the client sends no command and no PTY.
+func consoleWorkload(command string, env []string) ([]string, map[string][]byte) {
+	files := map[string][]byte{}
+	var steps []string
+	if len(env) > 0 {
+		var script strings.Builder
+		for _, kv := range env {
+			name, value, _ := strings.Cut(kv, "=")
+			script.WriteString("export " + name + "=" + shellQuote(value) + "\n")
+		}
+		files[envFile] = []byte(script.String())
+		steps = append(steps, ". /"+envFile)
+	}
+	switch {
+	case command != "":
+		files[commandFile] = []byte(command)
+		steps = append(steps, ". /"+commandFile)
+	case len(steps) > 0:
+		steps = append(steps, "exec "+rootfs.ShellPath)
+	}
+	if len(steps) == 0 {
+		return nil, nil
+	}
+	return []string{"-c", strings.Join(steps, "; ")}, files
+}
+
+// clientEnv returns the session's environment from the client's env
+// requests, leaving out names a shell cannot export. Which names reach
+// this point is up to FilterRequests.
+func clientEnv(s ssh.Session, logger *slog.Logger) []string {
+	var env []string
+	for _, kv := range s.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !validEnvName(name) {
+			logger.Info("env variable dropped", "reason", "not a shell variable name")
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// validEnvName reports whether name is a POSIX shell variable name.
+func validEnvName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i, r := range name {
+		letter := r == '_' || (r >= 'A' && r <= 'Z') || (r >= 'a' && r <= 'z')
+		digit := r >= '0' && r <= '9'
+		if !letter && !(digit && i > 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// shellQuote quotes value for a POSIX shell. Inside single quotes every
+// byte stands for itself except the quote itself, which becomes: quote,
+// backslash, quote, quote.
+func shellQuote(value string) string {
+	return "'" + strings.ReplaceAll(value, "'", `'\''`) + "'"
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,14 +20,15 @@ import (
 // variable; kong applies the variable first and a flag given on the command
 // line replaces it.
 type config struct {
-	ListenAddr        string `name:"listen-addr" env:"SSH_ADDR" default:":2222" placeholder:"HOST:PORT" help:"Address to listen on for SSH connections."`
-	HostKeyPath       string `name:"host-key-path" env:"SSH_HOST_KEY_PATH" default:"server_key" placeholder:"PATH" help:"SSH host key file (ed25519 created there, mode 0600, when missing)."`
-	Rootfs            string `name:"rootfs" env:"SSH_ROOTFS" placeholder:"DIR" help:"Guest root directory that every VM boots from (required; build one with 'make rootfs')."`
-	Username          string `name:"username" env:"SSH_USERNAME" default:"test" help:"User name accepted by password authentication."`
-	Password          string `name:"password" env:"SSH_PASSWORD" default:"test" help:"Password accepted by password authentication. Prefer the variable: flags show up in ps."`
-	AllowPasswordless bool   `name:"allow-passwordless" env:"SSH_ALLOW_PASSWORDLESS" help:"Accept any user without a password (SSH 'none' authentication)."`
-	LogLevel          string `name:"log-level" env:"SSH_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
-	LogFormat         string `name:"log-format" env:"SSH_LOG_FORMAT" default:"text" help:"Log format: text or json."`
+	ListenAddr        string   `name:"listen-addr" env:"SSH_ADDR" default:":2222" placeholder:"HOST:PORT" help:"Address to listen on for SSH connections."`
+	HostKeyPath       string   `name:"host-key-path" env:"SSH_HOST_KEY_PATH" default:"server_key" placeholder:"PATH" help:"SSH host key file (ed25519 created there, mode 0600, when missing)."`
+	Rootfs            string   `name:"rootfs" env:"SSH_ROOTFS" placeholder:"DIR" help:"Guest root directory that every VM boots from (required; build one with 'make rootfs')."`
+	Username          string   `name:"username" env:"SSH_USERNAME" default:"test" help:"User name accepted by password authentication."`
+	Password          string   `name:"password" env:"SSH_PASSWORD" default:"test" help:"Password accepted by password authentication. Prefer the variable: flags show up in ps."`
+	AllowPasswordless bool     `name:"allow-passwordless" env:"SSH_ALLOW_PASSWORDLESS" help:"Accept any user without a password (SSH 'none' authentication)."`
+	LogLevel          string   `name:"log-level" env:"SSH_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
+	LogFormat         string   `name:"log-format" env:"SSH_LOG_FORMAT" default:"text" help:"Log format: text or json."`
+	AcceptEnv         []string `name:"accept-env" env:"SSH_ACCEPT_ENV" sep:"," placeholder:"NAME,..." help:"Environment variables a client may send into the guest, beside LANG, LC_*, TZ and COLORTERM; shell patterns allowed. LD_* is never accepted."`
 
 	Version bool `name:"version" help:"Print the version and exit."`
 	Help    bool `name:"help" short:"h" help:"Show this help and exit."`
@@ -110,6 +112,29 @@ func (c config) validate() error {
 	}
 	if !slices.Contains(logFormats, c.LogFormat) {
 		return fmt.Errorf("invalid --log-format (SSH_LOG_FORMAT) %q: must be one of %s", c.LogFormat, strings.Join(logFormats, ", "))
+	}
+	for _, pattern := range c.AcceptEnv {
+		if err := validateEnvPattern(pattern); err != nil {
+			return fmt.Errorf("invalid --accept-env (SSH_ACCEPT_ENV) %q: %w", pattern, err)
+		}
+	}
+	return nil
+}
+
+// validateEnvPattern checks one --accept-env entry: a variable name, or a
+// shell pattern over names.
+func validateEnvPattern(pattern string) error {
+	if pattern == "" {
+		return errors.New("empty name; separate names with single commas")
+	}
+	if _, err := path.Match(pattern, ""); err != nil {
+		return errors.New("malformed pattern; use names, * and ? as in LC_*")
+	}
+	if strings.HasPrefix(pattern, "LD_") {
+		return errors.New("LD_* variables change how the guest loads programs and are never accepted")
+	}
+	if strings.ContainsAny(pattern, "= \t\x00") {
+		return errors.New("names cannot contain '=', spaces or NUL")
 	}
 	return nil
 }

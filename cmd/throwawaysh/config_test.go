@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +18,7 @@ import (
 // with all of them unset.
 var configVariables = []string{
 	"SSH_ADDR", "SSH_HOST_KEY_PATH", "SSH_ROOTFS", "SSH_USERNAME", "SSH_PASSWORD",
-	"SSH_ALLOW_PASSWORDLESS", "SSH_LOG_LEVEL", "SSH_LOG_FORMAT",
+	"SSH_ALLOW_PASSWORDLESS", "SSH_LOG_LEVEL", "SSH_LOG_FORMAT", "SSH_ACCEPT_ENV",
 }
 
 func clearConfigEnv(t *testing.T) {
@@ -45,7 +46,7 @@ func TestConfigDefaults(t *testing.T) {
 		LogLevel:    "info",
 		LogFormat:   "text",
 	}
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults = %+v, want %+v", cfg, want)
 	}
 }
@@ -61,6 +62,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 	t.Setenv("SSH_ALLOW_PASSWORDLESS", "true")
 	t.Setenv("SSH_LOG_LEVEL", "debug")
 	t.Setenv("SSH_LOG_FORMAT", "json")
+	t.Setenv("SSH_ACCEPT_ENV", "FOO,APP_*")
 
 	cfg, _, err := parseConfig(nil, &bytes.Buffer{})
 	if err != nil {
@@ -75,8 +77,9 @@ func TestConfigFromEnvironment(t *testing.T) {
 		AllowPasswordless: true,
 		LogLevel:          "debug",
 		LogFormat:         "json",
+		AcceptEnv:         []string{"FOO", "APP_*"},
 	}
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config = %+v, want %+v", cfg, want)
 	}
 }
@@ -159,6 +162,12 @@ func TestConfigInvalidValues(t *testing.T) {
 			[]string{"--password", "--allow-passwordless"}},
 		{"unknown flag", []string{"--rootfs", root, "--colour"}, nil,
 			[]string{"--colour"}},
+		{"accept-env LD_", []string{"--rootfs", root, "--accept-env", "FOO,LD_PRELOAD"}, nil,
+			[]string{"--accept-env", "LD_PRELOAD", "never accepted"}},
+		{"accept-env bad pattern", []string{"--rootfs", root}, map[string]string{"SSH_ACCEPT_ENV": "LC_["},
+			[]string{"SSH_ACCEPT_ENV", "LC_[", "pattern"}},
+		{"accept-env empty entry", []string{"--rootfs", root, "--accept-env", "FOO,,BAR"}, nil,
+			[]string{"--accept-env", "empty"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -99,6 +99,12 @@ func startServer(t *testing.T, cfg config, launcher krun.Launcher) *testServer {
 	return &testServer{addr: ln.Addr().String(), port: port, cfg: cfg, logs: logs}
 }
 
+// krtestRootfs and testLauncher give tests that need only the test
+// launcher a root with the agent and a launcher.
+func krtestRootfs(t *testing.T) string { return krtest.Rootfs(t, true) }
+
+func testLauncher() krun.Launcher { return &krtest.Launcher{} }
+
 // backend is a way to run VMs: the test launcher everywhere, and libkrun
 // where it can boot guests.
 type backend struct {

@@ -58,6 +58,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	logger := newLogger(cfg, stderr)
+	// The SSH library logs its own errors (panics it recovered, channels it
+	// could not accept) through slog's default logger.
+	slog.SetDefault(logger)
 	if cfg.Password == "test" && !cfg.AllowPasswordless {
 		logger.Warn("using the default password; set SSH_PASSWORD before exposing this server")
 	}

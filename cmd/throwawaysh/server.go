@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"charm.land/ssh"
@@ -43,6 +44,7 @@ func newServer(cfg config, launcher krun.Launcher, logger *slog.Logger) (*ssh.Se
 		},
 		middleware.PasswordAuth(cfg.Username, cfg.Password, logger),
 		middleware.RawPTY(),
+		middleware.FilterRequests(append(slices.Clone(middleware.DefaultAcceptEnv), cfg.AcceptEnv...), logger),
 		wish.WithMiddleware(
 			middleware.Route(),
 			middleware.VM(launcher, middleware.WithRootfs(cfg.Rootfs)),

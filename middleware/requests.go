@@ -1,0 +1,141 @@
+package middleware
+
+import (
+	"log/slog"
+	"path"
+	"strings"
+
+	"charm.land/ssh"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// DefaultAcceptEnv lists the environment variables that FilterRequests
+// passes to the guest by default, as OpenSSH's sshd_config AcceptEnv
+// usually does: locale and time zone, and COLORTERM for terminal colours.
+var DefaultAcceptEnv = []string{"LANG", "LC_*", "TZ", "COLORTERM"}
+
+// Limits on the env requests of one session, so a client cannot make the
+// server hold or the guest receive unbounded data through them.
+const (
+	maxEnvVars      = 64
+	maxEnvNameBytes = 256
+	// maxEnvEntryBytes matches the guest agent's limit on one "NAME=value".
+	maxEnvEntryBytes = 4 << 10
+)
+
+// FilterRequests returns a server option that checks each session
+// channel's requests before the SSH library handles them, because the
+// library accepts every env request and agent forwarding request itself.
+//
+//   - env: accepted only for names that match one of acceptEnv (shell
+//     patterns such as "LC_*"; nil means DefaultAcceptEnv), never for
+//     names starting with "LD_", and within the size limits. Others get a
+//     failure reply and are not set, as with OpenSSH's AcceptEnv.
+//   - auth-agent-req@openssh.com and x11-req: rejected, because the guest
+//     has no way to reach the client's agent or X server.
+//
+// It replaces the server's "session" channel handler, so install it after
+// any option that sets its own. A nil logger discards.
+func FilterRequests(acceptEnv []string, logger *slog.Logger) ssh.Option {
+	if acceptEnv == nil {
+		acceptEnv = DefaultAcceptEnv
+	}
+	if logger == nil {
+		logger = discardLogger
+	}
+	filter := &requestFilter{acceptEnv: acceptEnv, logger: logger}
+	return func(srv *ssh.Server) error {
+		if srv.ChannelHandlers == nil {
+			srv.ChannelHandlers = map[string]ssh.ChannelHandler{}
+			for name, handler := range ssh.DefaultChannelHandlers {
+				srv.ChannelHandlers[name] = handler
+			}
+		}
+		next := srv.ChannelHandlers["session"]
+		if next == nil {
+			next = ssh.DefaultSessionHandler
+		}
+		srv.ChannelHandlers["session"] = func(srv *ssh.Server, conn *gossh.ServerConn, newChan gossh.NewChannel, ctx ssh.Context) {
+			next(srv, conn, &filteredChannel{NewChannel: newChan, filter: filter, remote: conn.RemoteAddr().String()}, ctx)
+		}
+		return nil
+	}
+}
+
+type requestFilter struct {
+	acceptEnv []string
+	logger    *slog.Logger
+}
+
+// filteredChannel is a session channel whose requests pass through a
+// requestFilter on their way to the SSH library.
+type filteredChannel struct {
+	gossh.NewChannel
+	filter *requestFilter
+	remote string
+}
+
+func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error) {
+	channel, requests, err := c.NewChannel.Accept()
+	if err != nil {
+		return channel, requests, err
+	}
+	passed := make(chan *gossh.Request)
+	go func() {
+		defer close(passed)
+		envCount := 0
+		for req := range requests {
+			if reason := c.filter.reject(req, &envCount); reason != "" {
+				c.filter.logger.Info("session request rejected", "type", req.Type, "reason", reason, "remote", c.remote)
+				if req.WantReply {
+					_ = req.Reply(false, nil)
+				}
+				continue
+			}
+			passed <- req
+		}
+	}()
+	return channel, passed, nil
+}
+
+// reject returns why req must be refused, or "" to pass it on.
+func (f *requestFilter) reject(req *gossh.Request, envCount *int) string {
+	switch req.Type {
+	case "auth-agent-req@openssh.com":
+		return "agent forwarding is not supported"
+	case "x11-req":
+		return "X11 forwarding is not supported"
+	case "env":
+		var kv struct{ Name, Value string }
+		if err := gossh.Unmarshal(req.Payload, &kv); err != nil {
+			return "malformed env request"
+		}
+		if reason := f.rejectEnv(kv.Name, kv.Value); reason != "" {
+			return reason
+		}
+		*envCount++
+		if *envCount > maxEnvVars {
+			return "too many env requests"
+		}
+	}
+	return ""
+}
+
+func (f *requestFilter) rejectEnv(name, value string) string {
+	switch {
+	case name == "" || len(name) > maxEnvNameBytes:
+		return "env name empty or too long"
+	case strings.ContainsAny(name, "=\x00") || strings.Contains(value, "\x00"):
+		return "env name or value with '=' or NUL"
+	case len(name)+1+len(value) > maxEnvEntryBytes:
+		return "env value too long"
+	case strings.HasPrefix(name, "LD_"):
+		return "env " + name + " is never accepted"
+	}
+	for _, pattern := range f.acceptEnv {
+		if ok, _ := path.Match(pattern, name); ok {
+			return ""
+		}
+	}
+	return "env " + name + " is not accepted"
+}
