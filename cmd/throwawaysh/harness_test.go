@@ -338,6 +338,18 @@ func processesMatching(marker string) []string {
 	return found
 }
 
+// processIDs returns the ids of the processes matching marker.
+func processIDs(marker string) []int {
+	var pids []int
+	for _, p := range processesMatching(marker) {
+		id, _, _ := strings.Cut(p, ":")
+		if pid, err := strconv.Atoi(id); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 // waitNoProcesses fails the test if processes matching marker remain
 // after a few seconds.
 func waitNoProcesses(t *testing.T, marker string) {

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+func TestExitStatusesMatchShell(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+		tests := []struct {
+			command string
+			want    int
+		}{
+			{"exit 3", 3},
+			{"exit 256", 0},
+			{"exit 255", 255},
+			{"no-such-command-xyz", 127},
+			{"/etc/passwd", 126},
+			{"false", 1},
+		}
+		for _, tt := range tests {
+			got := srv.runSSH(t, sshCall{command: tt.command})
+			if got.status != tt.want {
+				t.Errorf("console %q: exit status = %d, want %d (stderr %q)", tt.command, got.status, tt.want, got.stderr)
+			}
+			got = srv.runSSH(t, sshCall{options: []string{"-tt"}, command: tt.command})
+			if got.status != tt.want {
+				t.Errorf("pty %q: exit status = %d, want %d (output %q)", tt.command, got.status, tt.want, got.stdout)
+			}
+		}
+	})
+}
+
+// Some clients report success for a failing command when end of file
+// arrives before exit-status. x/crypto/ssh queues each channel request as
+// its packet arrives, so once Read has returned io.EOF, an exit-status
+// sent before the EOF is already waiting in the request queue.
+func TestExitStatusBeforeEOF(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+		client := srv.dialGo(t, "test", testPassword)
+
+		for _, pty := range []bool{false, true} {
+			channel, requests, err := client.OpenChannel("session", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pty {
+				payload := gossh.Marshal(struct {
+					Term                string
+					Columns, Rows, W, H uint32
+					Modes               string
+				}{"xterm", 80, 24, 0, 0, "\x00"})
+				if ok, err := channel.SendRequest("pty-req", true, payload); !ok || err != nil {
+					t.Fatalf("pty-req: ok=%v err=%v", ok, err)
+				}
+			}
+			command := gossh.Marshal(struct{ Command string }{"echo out; exit 42"})
+			if ok, err := channel.SendRequest("exec", true, command); !ok || err != nil {
+				t.Fatalf("exec: ok=%v err=%v", ok, err)
+			}
+			if _, err := io.ReadAll(channel); err != nil {
+				t.Fatal(err)
+			}
+
+			var status *gossh.Request
+		drain:
+			for {
+				select {
+				case req, ok := <-requests:
+					if !ok {
+						break drain
+					}
+					if req.Type == "exit-status" {
+						status = req
+						break drain
+					}
+				default:
+					break drain
+				}
+			}
+			if status == nil {
+				t.Errorf("pty=%v: end of file arrived before exit-status", pty)
+			} else if len(status.Payload) != 4 || status.Payload[3] != 42 {
+				t.Errorf("pty=%v: exit-status payload %v, want 42", pty, status.Payload)
+			}
+			_ = channel.Close()
+		}
+	})
+}
+
+func TestCommandIgnoringStdinFinishes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+
+		// A pipe whose write end stays open: the client never sends end of
+		// file, and the command must finish anyway.
+		reader, writer, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = writer.Close()
+			_ = reader.Close()
+		})
+		got := srv.runSSH(t, sshCall{command: "echo done", stdin: reader})
+		if string(got.stdout) != "done\n" || got.status != 0 {
+			t.Errorf("stdout %q status %d, want %q and 0", got.stdout, got.status, "done\n")
+		}
+	})
+}
+
+func TestPTYWindowChangeBurst(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+		client := srv.dialGo(t, "test", testPassword)
+		session, err := client.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := session.RequestPty("xterm", 24, 80, gossh.TerminalModes{gossh.ECHO: 0}); err != nil {
+			t.Fatal(err)
+		}
+		stdin, err := session.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out syncBuffer
+		session.Stdout = &out
+		if err := session.Shell(); err != nil {
+			t.Fatal(err)
+		}
+		// A burst, part of it while the VM is still booting: each reply
+		// must come back and the last size must win.
+		for i := 1; i <= 500; i++ {
+			if err := session.WindowChange(10+i%50, 20+i%90); err != nil {
+				t.Fatalf("window-change %d: %v", i, err)
+			}
+		}
+		if err := session.WindowChange(61, 171); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(stdin, "stty size; exit 0\n")
+		done := make(chan error, 1)
+		go func() { done <- session.Wait() }()
+		select {
+		case err := <-done:
+			if exitStatusOf(t, err) != 0 {
+				t.Errorf("exit status non-zero: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("session stalled after the window-change burst; output %q", out.String())
+		}
+		if !strings.Contains(out.String(), "61 171") {
+			t.Errorf("output %q does not show the last size 61 171", out.String())
+		}
+	})
+}
+
+func TestPTYCtrlCInterruptsPipeline(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+		c := srv.startTerminalSSH(t, 24, 80, []string{"TERM=xterm"}, nil, "")
+		first, second := uniqueSleep(t, 31), uniqueSleep(t, 32)
+
+		c.send("echo ready-$((6*7))\n")
+		c.waitFor(`ready-42`)
+		c.send(first + " | " + second + "\n")
+		waitForProcess(t, first)
+		waitForProcess(t, second)
+
+		// Ctrl-C is a byte on the wire; the guest's line discipline turns it
+		// into SIGINT for the whole foreground process group.
+		c.send("\x03")
+		waitNoProcesses(t, first)
+		waitNoProcesses(t, second)
+
+		c.send("echo after-$((6*7))\n")
+		c.waitFor(`after-42`)
+		c.send("exit\n")
+		if status := c.wait(); status != 0 && status != 130 {
+			t.Errorf("exit status = %d, want 0 or 130", status)
+		}
+	})
+}
+
+func TestNoCarriageReturnWithoutPTY(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+		got := srv.runSSH(t, sshCall{command: "printf 'a\\nb\\n'; printf 'c\\nd\\n' >&2"})
+		if !bytes.Equal(got.stdout, []byte("a\nb\n")) || !bytes.Equal(got.stderr, []byte("c\nd\n")) {
+			t.Errorf("stdout %q stderr %q, want no carriage returns", got.stdout, got.stderr)
+		}
+	})
+}
