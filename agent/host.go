@@ -93,6 +93,7 @@ type ExitStatus struct {
 type Client struct {
 	logger  *slog.Logger
 	guard   *pingGuard
+	stall   *writeTimeoutConn
 	session *yamux.Session
 	control *yamux.Stream
 
@@ -119,7 +120,8 @@ type Client struct {
 // connection breaks or the agent sends something other than a valid hello.
 func Connect(ctx context.Context, conn net.Conn, logger *slog.Logger) (*Client, error) {
 	logger = discardLogger(logger)
-	guard := &pingGuard{Conn: conn}
+	stall := &writeTimeoutConn{Conn: conn, timeout: controlWriteTimeout}
+	guard := &pingGuard{Conn: stall}
 	session, err := yamux.Server(guard, newMuxConfig(logger, hostAcceptBacklog))
 	if err != nil {
 		_ = conn.Close()
@@ -150,6 +152,7 @@ func Connect(ctx context.Context, conn net.Conn, logger *slog.Logger) (*Client, 
 	c := &Client{
 		logger:   logger,
 		guard:    guard,
+		stall:    stall,
 		session:  session,
 		control:  control,
 		procs:    make(map[uint32]*Process),
@@ -215,7 +218,15 @@ func (c *Client) stop(err error) {
 }
 
 // lost stops the client with an error that wraps ErrAgentLost and cause.
+// A ping from the agent or a connection write that timed out makes yamux
+// end the session, and then explains every failure that follows, so it
+// takes the place of cause.
 func (c *Client) lost(cause error) error {
+	if pingErr := c.guard.pingErr(); pingErr != nil {
+		cause = pingErr
+	} else if stallErr := c.stall.timeoutErr(); stallErr != nil {
+		cause = stallErr
+	}
 	err := fmt.Errorf("%w: %w", ErrAgentLost, cause)
 	c.stop(err)
 	return c.stopErr()
@@ -234,11 +245,7 @@ func (c *Client) readControl(reader *bufio.Reader) {
 	for {
 		m, err := readMessage(reader)
 		if err != nil {
-			switch {
-			case c.guard.pingErr() != nil:
-				// yamux ended the session because the guard failed its read.
-				err = c.guard.pingErr()
-			case errors.Is(err, io.EOF):
+			if errors.Is(err, io.EOF) {
 				err = errors.New("the agent closed the connection")
 			}
 			c.lost(fmt.Errorf("read control stream: %w", err))
@@ -314,18 +321,31 @@ func (c *Client) handleExit(m *ExitMsg) error {
 	}
 	p.state = stateExited
 	p.status = ExitStatus{Code: m.Status, Signal: m.Signal}
+	p.outputLeft = streamWindowSize
 	delete(c.procs, m.ID)
 	stream := p.stream
 	c.mu.Unlock()
 
-	// Input can no longer reach the process. Closing the write half keeps
-	// the output that is still buffered readable. It comes before Wait
-	// returns, so that a Write after Wait fails.
+	// Ending the stream before Wait returns makes a Write after Wait fail.
 	if stream != nil {
-		_ = stream.Close()
+		endStream(stream)
 	}
 	close(p.exited)
 	return nil
+}
+
+// endStream ends the data stream of a process whose exit arrived. Input can
+// no longer reach the process, so the write half is closed, which keeps the
+// output that is still buffered readable.
+//
+// The agent closes its write half before it sends exit, and yamux handles
+// frames in the order they arrive, so all output is buffered on the host by
+// the time exit arrives. The read deadline makes a Read that would wait for
+// more output fail, and Process.Read turns that into end of file. So an
+// agent that sends exit but keeps the stream open cannot hold the session.
+func endStream(stream *yamux.Stream) {
+	_ = stream.Close()
+	_ = stream.SetReadDeadline(time.Now())
 }
 
 func (c *Client) handleError(m *ErrorMsg) error {
@@ -453,6 +473,13 @@ func (c *Client) abandon(p *Process) {
 }
 
 // attach opens the data stream of a started process.
+//
+// NOTE: yamux v0.1.2 acknowledges a stream only if the agent accepts it
+// before its FIN arrives, and allows 4 unacknowledged streams (the accept
+// backlog) per connection. So after 4 processes whose input was closed at
+// once, OpenStream here waits, ignoring Start's ctx, until one of them
+// ends. One process per connection, as the SSH middleware runs, never
+// waits.
 func (c *Client) attach(p *Process) error {
 	stream, err := c.session.OpenStream()
 	if err != nil {
@@ -467,7 +494,13 @@ func (c *Client) attach(p *Process) error {
 	}
 	c.mu.Lock()
 	p.stream = stream
+	exited := p.state == stateExited
 	c.mu.Unlock()
+	// An agent can send exit before the stream exists. handleExit found
+	// no stream then, so the stream ends here.
+	if exited {
+		endStream(stream)
+	}
 	return nil
 }
 
@@ -507,6 +540,11 @@ type Process struct {
 	pid    int
 	stream *yamux.Stream
 	status ExitStatus
+	// outputLeft is how many more bytes Read returns once exit arrived. It
+	// starts at one receive window, the most output that a compliant agent
+	// can have sent and the host not yet read, and bounds an agent that
+	// keeps writing after exit.
+	outputLeft int
 
 	started chan error    // receives the start result once
 	exited  chan struct{} // closed when exit arrives; status is set then
@@ -520,14 +558,61 @@ func (p *Process) PID() int {
 }
 
 // Read reads PTY output. It returns io.EOF after the last output, which
-// arrives before the exit status. It also returns io.EOF when the
-// connection breaks, so call Wait to tell the two apart.
+// arrives before the exit status. Once the exit status has arrived, Read
+// returns only the output buffered by then (at most 256 KiB), so an agent
+// that keeps the output open after exit cannot keep Read going. It also
+// returns io.EOF when the connection breaks, so call Wait to tell the two
+// apart.
 func (p *Process) Read(b []byte) (int, error) {
-	n, err := p.dataStream().Read(b)
-	if err != nil && !errors.Is(err, io.EOF) {
-		err = fmt.Errorf("agent: read output of process %d: %w", p.id, err)
+	stream, exited, left := p.readState()
+	if exited {
+		if left == 0 {
+			return 0, io.EOF
+		}
+		b = b[:min(len(b), left)]
 	}
-	return n, err
+	n, err := stream.Read(b)
+	exited = p.countOutput(n)
+
+	switch {
+	case err == nil || errors.Is(err, io.EOF):
+		return n, err
+	case exited && errors.Is(err, yamux.ErrTimeout):
+		// endStream's deadline: the agent sent exit without closing the
+		// stream and nothing more is buffered.
+		p.client.logger.Warn("the agent kept the output of an exited process open; ending it", "id", p.id)
+		p.endOutput()
+		return n, io.EOF
+	default:
+		return n, fmt.Errorf("agent: read output of process %d: %w", p.id, err)
+	}
+}
+
+// readState returns the data stream, whether exit arrived and, if it did,
+// how many more bytes Read may return.
+func (p *Process) readState() (stream *yamux.Stream, exited bool, left int) {
+	p.client.mu.Lock()
+	defer p.client.mu.Unlock()
+	return p.stream, p.state == stateExited, p.outputLeft
+}
+
+// countOutput subtracts n bytes read from outputLeft once exit arrived, and
+// reports whether it did.
+func (p *Process) countOutput(n int) (exited bool) {
+	p.client.mu.Lock()
+	defer p.client.mu.Unlock()
+	if p.state != stateExited {
+		return false
+	}
+	p.outputLeft = max(p.outputLeft-n, 0)
+	return true
+}
+
+// endOutput makes every later Read return end of file.
+func (p *Process) endOutput() {
+	p.client.mu.Lock()
+	defer p.client.mu.Unlock()
+	p.outputLeft = 0
 }
 
 // Write sends PTY input. It blocks while the process does not read its

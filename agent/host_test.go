@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -196,15 +197,26 @@ func TestConnectContextEnds(t *testing.T) {
 	}
 }
 
+// awaitStarted blocks the fake agent until the test closes started, which
+// it does once Start has returned, or until the connection ends. Input sent
+// by the host cannot serve as that signal: yamux can report a Write as
+// failed when the session ends right after the frame went out.
+func (a *fakeAgent) awaitStarted(started <-chan struct{}) {
+	select {
+	case <-started:
+	case <-a.session.CloseChan():
+	}
+}
+
 func TestWaitAgentSendsGarbage(t *testing.T) {
 	checkGoroutines(t)
+	started := make(chan struct{})
 	c, err := connectFake(t, func(a *fakeAgent) {
 		a.handshake()
 		stream := a.startProcess()
+		// The garbage must not race with Start.
+		a.awaitStarted(started)
 		if stream != nil {
-			// Input shows that Start has returned, so the garbage
-			// cannot race with it.
-			io.ReadFull(stream.input, make([]byte, 2))
 			stream.Write([]byte("partial output"))
 		}
 		a.writeLine("{not json")
@@ -214,11 +226,9 @@ func TestWaitAgentSendsGarbage(t *testing.T) {
 		t.Fatalf("Connect: %v", err)
 	}
 	p, err := c.Start(testContext(t, 10*time.Second), StartRequest{TTY: true})
+	close(started)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
-	}
-	if _, err := p.Write([]byte("go")); err != nil {
-		t.Fatalf("Write: %v", err)
 	}
 	status, err := waitStatus(t, p, 10*time.Second)
 	if !errors.Is(err, ErrAgentLost) || !strings.Contains(err.Error(), "malformed JSON") {
@@ -235,23 +245,20 @@ func TestWaitAgentSendsGarbage(t *testing.T) {
 
 func TestWaitAgentClosesConnection(t *testing.T) {
 	checkGoroutines(t)
+	started := make(chan struct{})
 	c, err := connectFake(t, func(a *fakeAgent) {
 		a.handshake()
-		if stream := a.startProcess(); stream != nil {
-			// Input shows that Start has returned.
-			io.ReadFull(stream.input, make([]byte, 2))
-		}
+		a.startProcess()
+		a.awaitStarted(started)
 		a.session.Close()
 	})
 	if err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
 	p, err := c.Start(testContext(t, 10*time.Second), StartRequest{TTY: true})
+	close(started)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
-	}
-	if _, err := p.Write([]byte("go")); err != nil {
-		t.Fatalf("Write: %v", err)
 	}
 	if _, err := waitStatus(t, p, 10*time.Second); !errors.Is(err, ErrAgentLost) {
 		t.Fatalf("Wait = %v, want ErrAgentLost", err)
@@ -259,6 +266,163 @@ func TestWaitAgentClosesConnection(t *testing.T) {
 	readOutput(p).all(t, 5*time.Second)
 	if _, err := p.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write after the agent was lost = %v, want net.ErrClosed", err)
+	}
+}
+
+// slowRead reads r in small chunks with a pause after each, as a slow SSH
+// client does, until end of file. It fails the test when r does not end
+// within timeout.
+func slowRead(t *testing.T, r io.Reader, timeout time.Duration) []byte {
+	t.Helper()
+	type result struct {
+		data []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var data []byte
+		chunk := make([]byte, 4<<10)
+		for {
+			n, err := r.Read(chunk)
+			data = append(data, chunk[:n]...)
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				done <- result{data, err}
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	select {
+	case res := <-done:
+		if res.err != nil {
+			t.Fatalf("read output: %v", res.err)
+		}
+		return res.data
+	case <-time.After(timeout):
+		t.Fatalf("output did not end within %s", timeout)
+		return nil
+	}
+}
+
+// An agent must close its write half of the data stream before it sends
+// exit. One that sends exit and keeps the stream open, silent or still
+// writing, must not keep Read (and with it the SSH session, which reads
+// the output to end of file before it calls Wait) going while the client
+// stays connected.
+func TestReadEndsWhenAgentKeepsOutputOpenAfterExit(t *testing.T) {
+	const before = "output before exit\n"
+	tests := []struct {
+		name      string
+		afterExit func(a *fakeAgent, stream *fakeData)
+	}{
+		{"silent", func(a *fakeAgent, stream *fakeData) {
+			a.waitClosed()
+		}},
+		{"trickle", func(a *fakeAgent, stream *fakeData) {
+			for {
+				select {
+				case <-a.session.CloseChan():
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				if _, err := stream.Write([]byte("late ")); err != nil {
+					return
+				}
+			}
+		}},
+		{"flood", func(a *fakeAgent, stream *fakeData) {
+			chunk := bytes.Repeat([]byte("flood "), 8<<10)
+			for {
+				if _, err := stream.Write(chunk); err != nil {
+					return
+				}
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkGoroutines(t)
+			c, err := connectFake(t, func(a *fakeAgent) {
+				a.handshake()
+				stream := a.startProcess()
+				if stream == nil {
+					return
+				}
+				stream.Write([]byte(before))
+				a.send(&ExitMsg{ID: 1, Status: 7})
+				tt.afterExit(a, stream)
+			})
+			if err != nil {
+				t.Fatalf("Connect: %v", err)
+			}
+			p, err := c.Start(testContext(t, 10*time.Second), StartRequest{TTY: true})
+			if err != nil {
+				t.Fatalf("Start: %v", err)
+			}
+
+			output := slowRead(t, p, 10*time.Second)
+			if !strings.HasPrefix(string(output), before) {
+				t.Errorf("output starts with %.40q, want %q", output, before)
+			}
+			// After exit the host returns at most one receive window more.
+			// A second window allows for output that Read took between the
+			// arrival of exit and its handling.
+			if limit := len(before) + 2*streamWindowSize; len(output) > limit {
+				t.Errorf("output is %d bytes, over the limit of %d", len(output), limit)
+			}
+			status, err := waitStatus(t, p, 5*time.Second)
+			if err != nil || status != (ExitStatus{Code: 7}) {
+				t.Errorf("Wait = %+v, %v; want code 7", status, err)
+			}
+		})
+	}
+}
+
+// exit can reach the host before Start has opened the process's data
+// stream: a hostile agent sends started and exit together. The stream that
+// Start opens afterwards must still end: Read reaches end of file although
+// the agent never closes it, and Write fails as after any exit. Which of
+// exit and attach comes first varies, so the test repeats, each time on a
+// new connection. (A stream that the host closes before the agent accepts
+// it is never acknowledged, and the host opens at most 4 unacknowledged
+// streams per connection.)
+func TestExitBeforeAttachEndsProcess(t *testing.T) {
+	checkGoroutines(t)
+	for i := range 10 {
+		c, err := connectFake(t, func(a *fakeAgent) {
+			a.handshake()
+			start, ok := a.read().(*StartMsg)
+			if !ok {
+				return
+			}
+			started, _ := EncodeMessage(&StartedMsg{ID: start.ID, PID: 100})
+			exit, _ := EncodeMessage(&ExitMsg{ID: start.ID, Status: 3})
+			a.control.Write([]byte(string(started) + "\n" + string(exit) + "\n"))
+			// Accept the data stream, but never read or close it.
+			a.session.AcceptStream()
+			a.waitClosed()
+		})
+		if err != nil {
+			t.Fatalf("Connect: %v", err)
+		}
+		p, err := c.Start(testContext(t, 10*time.Second), StartRequest{TTY: true})
+		if err != nil {
+			t.Fatalf("run %d: Start: %v", i, err)
+		}
+		if output := readOutput(p).all(t, 5*time.Second); len(output) != 0 {
+			t.Errorf("run %d: output %q, want none", i, output)
+		}
+		status, err := waitStatus(t, p, 5*time.Second)
+		if err != nil || status.Code != 3 {
+			t.Errorf("run %d: Wait = %+v, %v; want code 3", i, status, err)
+		}
+		if _, err := p.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("run %d: Write after exit = %v, want net.ErrClosed", i, err)
+		}
+		c.Close()
 	}
 }
 
@@ -512,6 +676,27 @@ func TestMuxLoggerLimit(t *testing.T) {
 	logger.Print("[ERR] yamux: after the pause")
 	if last := lines[len(lines)-1]; !strings.Contains(last, "level=ERROR") || !strings.Contains(last, "suppressed=5") {
 		t.Errorf("line after the pause = %q, want level ERROR and suppressed=5", last)
+	}
+}
+
+// yamux fails a stream write whose frame waits too long for the
+// connection, but leaves its sending goroutine blocked in the connection's
+// Write and the session open. A peer that stops reading the connection
+// must make that Write fail instead, which ends the session.
+func TestWriteTimeoutConnFailsStalledWrite(t *testing.T) {
+	host, _ := connPair(t) // the guest end is never read
+	conn := &writeTimeoutConn{Conn: host, timeout: 200 * time.Millisecond}
+	chunk := make([]byte, 64<<10)
+	start := time.Now()
+	var err error
+	for err == nil && time.Since(start) < 10*time.Second {
+		_, err = conn.Write(chunk)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write to a peer that does not read = %v after %s, want os.ErrDeadlineExceeded", err, time.Since(start))
+	}
+	if err := conn.timeoutErr(); !errors.Is(err, os.ErrDeadlineExceeded) || !strings.Contains(err.Error(), "stopped reading") {
+		t.Errorf("timeoutErr() = %v, want the timeout explained", err)
 	}
 }
 

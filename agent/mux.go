@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,10 @@ const (
 	controlWriteTimeout = 10 * time.Second
 )
 
+// streamWindowSize is every stream's receive window, yamux's minimum. It is
+// also the most data that a receiver buffers for one stream.
+const streamWindowSize = 256 << 10
+
 // newMuxConfig returns the yamux configuration of both sides. The protocol
 // description in this package's doc comment gives the reasons.
 func newMuxConfig(logger *slog.Logger, acceptBacklog int) *yamux.Config {
@@ -33,11 +38,14 @@ func newMuxConfig(logger *slog.Logger, acceptBacklog int) *yamux.Config {
 		EnableKeepAlive: false,
 		// yamux rejects a zero interval even with keepalive off.
 		KeepAliveInterval: 30 * time.Second,
-		// A write to the connection itself that waits this long means the
-		// peer stopped reading it, so yamux closes the session.
+		// A stream write whose frame waits this long for the connection
+		// fails. yamux v0.1.2 leaves the session open then, with its
+		// sending goroutine blocked on the connection, so both sides also
+		// wrap the connection in a writeTimeoutConn, which ends the
+		// session sooner.
 		ConnectionWriteTimeout: 30 * time.Second,
 		// 256 KiB is yamux's minimum, which is plenty for terminal data.
-		MaxStreamWindowSize: 256 << 10,
+		MaxStreamWindowSize: streamWindowSize,
 		// An unanswered stream open closes the session after this long.
 		StreamOpenTimeout: 30 * time.Second,
 		// Zero keeps a half-closed stream readable for as long as the peer
@@ -130,6 +138,40 @@ func discardLogger(logger *slog.Logger) *slog.Logger {
 		return logger
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// writeTimeoutConn fails every write to the connection that takes longer
+// than timeout. yamux writes the connection from one goroutine and ends
+// the session when a write fails, so a peer that stops reading the
+// connection loses it after timeout, instead of leaving every stream write
+// to time out on its own while the session stays open.
+type writeTimeoutConn struct {
+	net.Conn
+	timeout time.Duration
+
+	mu       sync.Mutex
+	timedOut error // the first write that timed out
+}
+
+func (c *writeTimeoutConn) Write(b []byte) (int, error) {
+	// A connection without deadlines still works, only without the bound.
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	n, err := c.Conn.Write(b)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.mu.Lock()
+		if c.timedOut == nil {
+			c.timedOut = fmt.Errorf("the peer stopped reading the connection: a write waited %s: %w", c.timeout, err)
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// timeoutErr returns the error of the first write that timed out, or nil.
+func (c *writeTimeoutConn) timeoutErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.timedOut
 }
 
 // yamux frame layout, from const.go of github.com/hashicorp/yamux v0.1.2:

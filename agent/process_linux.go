@@ -25,6 +25,16 @@ const (
 	// process exited and no output came. Background jobs can hold the
 	// terminal open forever, so end of file alone cannot end the output.
 	drainIdle = 200 * time.Millisecond
+	// drainMaxWait bounds the time that the drain after exit spends waiting
+	// for output in all, because a background job that writes now and then
+	// never lets it go idle. Time spent waiting for the host to take output
+	// does not count, so a slow SSH client loses nothing.
+	drainMaxWait = 2 * time.Second
+	// drainMaxBytes bounds the output that the drain forwards after exit, for
+	// background jobs that write without pause. What the process itself wrote
+	// before it exited is at most what the PTY buffers: about 20 KiB on Linux
+	// 6.18, measured by writing to a slave whose master no one reads.
+	drainMaxBytes = 1 << 20
 	// stopGrace is how long a process may take to exit after a hangup, and
 	// again after SIGKILL, when the connection ends.
 	stopGrace = 2 * time.Second
@@ -231,18 +241,32 @@ func (p *guestProcess) exitStatus() ExitStatus {
 }
 
 // copyOutput copies PTY output to the host until no process holds the
-// terminal (EIO), or the process exited and drainIdle passed without
-// output, or the stream or terminal fails.
+// terminal (EIO), or the stream or terminal fails, or the process exited
+// and then drainIdle passed without output, or the drain reached
+// drainMaxWait or drainMaxBytes.
 func (p *guestProcess) copyOutput(w io.Writer) {
 	buf := make([]byte, 32<<10)
 	lastOutput := time.Now()
+	// drainWaited and drained count, from the exit on, the time spent
+	// waiting for the terminal and the bytes read from it.
+	var drainWaited time.Duration
+	drained := 0
 	for {
+		readStart := time.Now()
 		n, err := p.terminal.Read(buf)
+		if p.hasExited.Load() {
+			// Loading hasExited makes exitedAt safe to read.
+			drainWaited += time.Since(later(readStart, p.exitedAt))
+			drained += n
+		}
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
 				return
 			}
 			lastOutput = time.Now()
+		}
+		if drainWaited >= drainMaxWait || drained >= drainMaxBytes {
+			return
 		}
 		switch {
 		case err == nil:
@@ -257,11 +281,7 @@ func (p *guestProcess) copyOutput(w io.Writer) {
 			if !p.hasExited.Load() {
 				continue
 			}
-			idleSince := lastOutput
-			if p.exitedAt.After(idleSince) {
-				idleSince = p.exitedAt
-			}
-			if time.Since(idleSince) >= drainIdle {
+			if time.Since(later(lastOutput, p.exitedAt)) >= drainIdle {
 				return
 			}
 			_ = p.terminal.SetReadDeadline(time.Now().Add(drainIdle))
@@ -270,6 +290,13 @@ func (p *guestProcess) copyOutput(w io.Writer) {
 			return
 		}
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // copyInput copies the host's input to the PTY until the host ends it.

@@ -42,7 +42,10 @@
 // version decodes far enough to compare versions. DecodeMessage defines
 // the exact field ranges. A control write that cannot complete within 10
 // seconds ends the connection, because the peer reads that stream all the
-// time and a stuck peer would leave the other side waiting forever.
+// time and a stuck peer would leave the other side waiting forever. So does
+// any write to the connection itself that waits 10 seconds, because yamux
+// reads the connection all the time and buffers each stream's data within
+// its window.
 //
 // Version 1 messages (→ agent means host to agent):
 //
@@ -98,10 +101,15 @@
 //   - When the process has exited, the agent first reads the PTY until it
 //     returns EIO (no process holds the terminal open any more) or until 200
 //     ms pass without output (background jobs can keep it open forever). It
-//     then closes its write half of the data stream, sends SIGHUP and
-//     SIGCONT to what is left in the process's session, as a terminal
-//     hangup does, and only then sends exit. So all output reaches the host
-//     before the exit status.
+//     also stops once it has waited 2 seconds for output in all or read 1
+//     MiB since the exit, so that a background job that keeps writing cannot
+//     hold the exit back. It then closes its write half of the data stream,
+//     sends SIGHUP and SIGCONT to what is left in the process's session, as
+//     a terminal hangup does, and only then sends exit. So all output
+//     reaches the host before the exit status.
+//   - The host relies on that order: when exit arrives, it returns the
+//     output it has buffered (at most the 256 KiB receive window) and then
+//     end of file, even when the agent keeps the data stream open.
 //   - exit carries the exit code, or 128+N and the signal's name when signal
 //     N killed the process, as a shell reports it. Signal names in exit use
 //     Linux numbering whatever the host's OS, because the guest is Linux.

@@ -27,11 +27,12 @@ const (
 // the agent dialed to the host, until the host closes it or ctx ends. It
 // closes conn before it returns, after hanging up every process it still
 // runs. It returns nil when the host closed the connection, ctx's error
-// when ctx ended, and an error for a failed handshake or a protocol
-// violation.
+// when ctx ended, and an error for a failed handshake, a protocol
+// violation or a host that stopped reading the connection.
 func Serve(ctx context.Context, conn net.Conn, opts ServeOptions) error {
 	logger := discardLogger(opts.Logger)
-	session, err := yamux.Client(conn, newMuxConfig(logger, agentAcceptBacklog))
+	stall := &writeTimeoutConn{Conn: conn, timeout: controlWriteTimeout}
+	session, err := yamux.Client(stall, newMuxConfig(logger, agentAcceptBacklog))
 	if err != nil {
 		_ = conn.Close()
 		return fmt.Errorf("agent: serve: %w", err)
@@ -43,9 +44,13 @@ func Serve(ctx context.Context, conn net.Conn, opts ServeOptions) error {
 	s := newServer(session, opts, logger)
 	err = s.serve(ctx)
 	if err == nil {
-		// A failed control write closes the session, and the control
-		// loop cannot tell that from a close by the host.
+		// A failed control write, or a connection write that timed out,
+		// closes the session, and the control loop cannot tell that from
+		// a close by the host.
 		err = s.writeFailure()
+	}
+	if err == nil {
+		err = stall.timeoutErr()
 	}
 	s.shutdown()
 	if ctx.Err() != nil {

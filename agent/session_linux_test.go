@@ -435,6 +435,43 @@ func TestSessionOutputOfBackgroundJob(t *testing.T) {
 	}
 }
 
+// A background job that ignores SIGHUP and keeps writing to the terminal
+// never lets the drain after exit go idle. The agent must still send exit
+// soon after the shell exits, as sshd ends a PTY session when its shell
+// exits, instead of forwarding the job's output forever.
+func TestSessionBackgroundWriterDoesNotHoldExit(t *testing.T) {
+	tests := []struct {
+		name    string
+		command string
+	}{
+		{"trickle", "trap '' HUP; (while :; do echo tick; sleep 0.05; done) & exit 4"},
+		{"flood", "trap '' HUP; (while :; do echo flood flood flood flood flood; done) & exit 4"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkGoroutines(t)
+			c := startAgent(t, ServeOptions{})
+			start := time.Now()
+			p := mustStart(t, c, StartRequest{Command: tt.command})
+			t.Cleanup(func() {
+				for _, pid := range sessionMembers(p.PID()) {
+					unix.Kill(pid, unix.SIGKILL)
+				}
+			})
+
+			out := readOutput(p)
+			out.all(t, 15*time.Second)
+			status, err := waitStatus(t, p, 5*time.Second)
+			if err != nil || status.Code != 4 {
+				t.Errorf("Wait = %+v, %v; want code 4", status, err)
+			}
+			if elapsed := time.Since(start); elapsed > 10*time.Second {
+				t.Errorf("the session took %s; the background job held it open", elapsed)
+			}
+		})
+	}
+}
+
 func TestSessionCloseHangsUp(t *testing.T) {
 	checkGoroutines(t)
 	host, guest := connPair(t)
