@@ -12,6 +12,8 @@ ROOTFS ?= ./rootfs
 GUEST_ARCH ?= $(shell $(GO) env GOARCH)
 # Extra arguments for bin/throwawaysh in `make run`.
 ARGS ?=
+# Version printed by --version: the git description of the checkout.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 SHELL_SCRIPTS := install_guest_agent.sh rootfs/build.sh rootfs/clean.sh .ci/run
 UNAME_S := $(shell uname -s)
@@ -29,7 +31,7 @@ build: build-service rootfs
 
 ## build-service: build bin/throwawaysh (signed for Hypervisor.framework on macOS)
 build-service:
-	$(GO) build -o bin/throwawaysh ./cmd/throwawaysh
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/throwawaysh ./cmd/throwawaysh
 ifeq ($(UNAME_S),Darwin)
 	codesign --entitlements cmd/throwawaysh/entitlements.plist --force -s - bin/throwawaysh
 endif

@@ -4,6 +4,10 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"log/slog"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"charm.land/ssh"
 	gossh "golang.org/x/crypto/ssh"
@@ -12,8 +16,9 @@ import (
 // PasswordAuth returns a server option that accepts the password method
 // for exactly one user name and password. Both are compared in constant
 // time, so response timing reveals nothing about how much of a guess was
-// right. Failures are logged with the user name and remote
-// address, never with the password. A nil logger discards.
+// right. An empty password is never accepted, as with OpenSSH's default
+// PermitEmptyPasswords no. Failures are logged with the user name and
+// remote address, never with the password. A nil logger discards.
 func PasswordAuth(username, password string, logger *slog.Logger) ssh.Option {
 	if logger == nil {
 		logger = discardLogger
@@ -29,10 +34,10 @@ func PasswordAuth(username, password string, logger *slog.Logger) ssh.Option {
 			gotPassword := sha256.Sum256([]byte(given))
 			userOK := subtle.ConstantTimeCompare(gotUser[:], wantUser[:])
 			passwordOK := subtle.ConstantTimeCompare(gotPassword[:], wantPassword[:])
-			if userOK&passwordOK == 1 {
+			if userOK&passwordOK == 1 && password != "" {
 				return true
 			}
-			logger.Warn("auth failed", "method", "password", "user", ctx.User(), "remote", remoteString(ctx))
+			logger.Warn("auth failed", "method", "password", "user", logSafe(ctx.User()), "remote", remoteString(ctx))
 			return false
 		}
 		return nil
@@ -56,7 +61,7 @@ func AllowPasswordless(logger *slog.Logger) ssh.Option {
 			}
 			config.NoClientAuth = true
 			config.NoClientAuthCallback = func(meta gossh.ConnMetadata) (*gossh.Permissions, error) {
-				logger.Debug("auth accepted", "method", "none", "user", meta.User(), "remote", meta.RemoteAddr().String())
+				logger.Debug("auth accepted", "method", "none", "user", logSafe(meta.User()), "remote", meta.RemoteAddr().String())
 				return nil, nil
 			}
 			return config
@@ -70,4 +75,24 @@ func remoteString(ctx ssh.Context) string {
 		return addr.String()
 	}
 	return "unknown"
+}
+
+// maxLoggedBytes bounds a client-chosen string in a log line.
+const maxLoggedBytes = 128
+
+// logSafe returns s fit for a log line: quoted with escapes when it holds
+// control characters or invalid UTF-8, so a crafted user name cannot start
+// a fake log line, and cut to maxLoggedBytes.
+func logSafe(s string) string {
+	cut := false
+	if len(s) > maxLoggedBytes {
+		s, cut = s[:maxLoggedBytes], true
+	}
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		s = strconv.Quote(s)
+	}
+	if cut {
+		s += "..."
+	}
+	return s
 }

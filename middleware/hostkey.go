@@ -18,7 +18,13 @@ import (
 // reports whether it created the key. A file that exists but cannot be read
 // or parsed is an error: replacing it would change the server's identity
 // and make every client warn about a possible attack.
+//
+// Like sshd, it rejects a key file that group or others may read, because
+// anyone who reads it can impersonate the server.
 func LoadOrCreateHostKey(path string) (gossh.Signer, bool, error) {
+	if info, err := os.Stat(path); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o077 != 0 {
+		return nil, false, fmt.Errorf("host key %q is readable by others (mode %04o); run chmod 600 %s", path, info.Mode().Perm(), path)
+	}
 	data, err := os.ReadFile(path)
 	switch {
 	case err == nil:
@@ -39,6 +45,13 @@ func LoadOrCreateHostKey(path string) (gossh.Signer, bool, error) {
 }
 
 func createHostKey(path string) (gossh.Signer, error) {
+	if _, err := os.Lstat(path); err == nil {
+		return nil, fmt.Errorf("create host key %q: the path is a symbolic link to a missing file; remove it or point it at a key", path)
+	}
+	dir := filepath.Dir(path)
+	if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+		return nil, fmt.Errorf("create host key %q: directory %q does not exist; create it or choose another --host-key-path", path, dir)
+	}
 	_, private, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate host key: %w", err)
@@ -55,7 +68,6 @@ func createHostKey(path string) (gossh.Signer, error) {
 	// Write to a temporary file and link it into place, so a crash never
 	// leaves a truncated key, and two servers starting at once cannot
 	// overwrite each other's key: os.Link fails if path exists.
-	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, ".host-key-*")
 	if err != nil {
 		return nil, fmt.Errorf("create host key %q: %w", path, err)

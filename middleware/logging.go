@@ -27,7 +27,7 @@ func Logging(logger *slog.Logger) wish.Middleware {
 			id := newSessionID()
 			sessionLogger := logger.With(
 				"session", id,
-				"user", s.User(),
+				"user", logSafe(s.User()),
 				"remote", s.RemoteAddr().String(),
 			)
 			ctx.SetValue(sessionIDKey, id)
@@ -40,7 +40,7 @@ func Logging(logger *slog.Logger) wish.Middleware {
 				"client", ctx.ClientVersion(),
 			}
 			if req, ok := PTYRequest(s); ok {
-				attrs = append(attrs, "term", req.Term, "cols", req.Window.Width, "rows", req.Window.Height)
+				attrs = append(attrs, "term", logSafe(req.Term), "cols", req.Window.Width, "rows", req.Window.Height)
 			}
 			sessionLogger.Info("session start", attrs...)
 
@@ -54,6 +54,9 @@ func Logging(logger *slog.Logger) wish.Middleware {
 				}
 				if r.Err != nil {
 					end = append(end, "err", r.Err)
+				}
+				if r.Gone {
+					end = append(end, "client_gone", true)
 				}
 			}
 			sessionLogger.Info("session end", end...)

@@ -397,3 +397,88 @@ func sleeperAlive(t *testing.T, cmdline string) bool {
 	}
 	return false
 }
+
+// The SSH library hands window changes over on a channel with room for
+// one and blocks the connection's request handling until someone reads.
+// A client that resizes before it starts a shell, or after its session
+// failed early, must not wedge the connection.
+func TestWindowChangesBeforeShellDoNotWedge(t *testing.T) {
+	for _, withAgent := range []bool{true, false} {
+		addr := serve(t, fullChain(krtest.Rootfs(t, withAgent), &krtest.Launcher{}, nil)...)
+		client := dial(t, addr, "u", "p")
+
+		session, err := client.NewSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := session.RequestPty("xterm", 24, 80, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !withAgent {
+			// The session fails in the VM middleware, before Route.
+			_ = session.Start("true")
+		}
+		for i := 0; i < 100; i++ {
+			if err := session.WindowChange(30, 100+i); err != nil && withAgent {
+				t.Fatalf("window-change %d: %v", i, err)
+			}
+		}
+
+		opened := make(chan error, 1)
+		go func() {
+			second, err := client.NewSession()
+			if err == nil {
+				_, err = second.Output("echo second")
+			}
+			opened <- err
+		}()
+		select {
+		case err := <-opened:
+			if err != nil {
+				t.Errorf("agent=%v: second session: %v", withAgent, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("agent=%v: the connection is wedged after window changes", withAgent)
+		}
+	}
+}
+
+func TestPasswordAuthRejectsEmptyPassword(t *testing.T) {
+	addr := serve(t, middleware.PasswordAuth("demo", "", nil),
+		wish.WithMiddleware(func(ssh.Handler) ssh.Handler { return func(s ssh.Session) { _ = s.Exit(0) } }))
+	client, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{
+		User:            "demo",
+		Auth:            []gossh.AuthMethod{gossh.Password("")},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+		Timeout:         10 * time.Second,
+	})
+	if err == nil {
+		_ = client.Close()
+		t.Fatal("an empty password was accepted")
+	}
+}
+
+func TestAuthFailureLogKeepsUserOnOneLine(t *testing.T) {
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	addr := serve(t, middleware.PasswordAuth("u", "p", logger),
+		wish.WithMiddleware(func(ssh.Handler) ssh.Handler { return func(s ssh.Session) { _ = s.Exit(0) } }))
+
+	user := "evil\n2026-01-01 INFO session end fake=1\x1b[31m" + strings.Repeat("x", 1000)
+	_, err := gossh.Dial("tcp", addr, &gossh.ClientConfig{
+		User:            user,
+		Auth:            []gossh.AuthMethod{gossh.Password("wrong")},
+		HostKeyCallback: gossh.InsecureIgnoreHostKey(),
+		Timeout:         10 * time.Second,
+	})
+	if err == nil {
+		t.Fatal("login succeeded")
+	}
+	out := logs.String()
+	if strings.Count(out, "\n") != strings.Count(out, "auth failed") {
+		t.Errorf("a user name split the log into extra lines:\n%s", out)
+	}
+	if strings.Contains(out, "\x1b") || len(out) > 600*strings.Count(out, "auth failed") {
+		t.Errorf("log line holds raw control bytes or the whole user name: %q", out)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"path"
 	"strings"
+	"unicode/utf8"
 
 	"charm.land/ssh"
 	gossh "golang.org/x/crypto/ssh"
@@ -86,7 +87,8 @@ func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error)
 		envCount := 0
 		for req := range requests {
 			if reason := c.filter.reject(req, &envCount); reason != "" {
-				c.filter.logger.Info("session request rejected", "type", req.Type, "reason", reason, "remote", c.remote)
+				// Debug, because a client can send requests without limit.
+				c.filter.logger.Debug("session request rejected", "type", req.Type, "reason", reason, "remote", c.remote)
 				if req.WantReply {
 					_ = req.Reply(false, nil)
 				}
@@ -127,6 +129,10 @@ func (f *requestFilter) rejectEnv(name, value string) string {
 		return "env name empty or too long"
 	case strings.ContainsAny(name, "=\x00") || strings.Contains(value, "\x00"):
 		return "env name or value with '=' or NUL"
+	case !utf8.ValidString(name) || !utf8.ValidString(value):
+		// The guest agent protocol carries text as JSON, which holds only
+		// valid UTF-8.
+		return "env name or value not valid UTF-8"
 	case len(name)+1+len(value) > maxEnvEntryBytes:
 		return "env value too long"
 	case strings.HasPrefix(name, "LD_"):

@@ -8,8 +8,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"charm.land/ssh"
 	"charm.land/wish/v2"
@@ -19,6 +22,9 @@ import (
 	"github.com/throwawaysh/throwawaysh/krun"
 	"github.com/throwawaysh/throwawaysh/rootfs"
 )
+
+// agentStartTimeout bounds the guest agent's answer to a start request.
+const agentStartTimeout = 10 * time.Second
 
 // Exit statuses of libkrun's guest init when it cannot run the workload.
 const (
@@ -109,11 +115,26 @@ func routeConsole(s ssh.Session, guest *Guest) {
 	wg.Wait()
 
 	status, err := vm.Wait()
+	if clientGone(s, status) {
+		return
+	}
 	if err != nil {
 		fail(s, ExitVMFailed, err, "the VM failed to boot; try again, and tell the operator if it keeps failing")
 		return
 	}
 	finish(s, Result{Status: status})
+}
+
+// clientGone reports whether the client's connection has ended, and then
+// records the session's end without an error: a client that goes away is
+// how many sessions end, not a failure of the service.
+func clientGone(s ssh.Session, status int) bool {
+	if s.Context().Err() == nil {
+		return false
+	}
+	Logger(s.Context()).Info("client disconnected")
+	s.Context().SetValue(resultKey, &Result{Status: status, Gone: true})
+	return true
 }
 
 // notifyReader calls notify before the first successful read.
@@ -149,11 +170,21 @@ func routePTY(s ssh.Session, guest *Guest) {
 			"the server is misconfigured; tell the operator")
 		return
 	}
-	req, _ := PTYRequest(s)
-	_, windows, _ := s.Pty()
-	// The first value on windows repeats the pty-req's size; applying it
-	// once more after the start request is harmless.
-	windowChanges := newWindowForwarder(windows, logger)
+	state := ptyStateOf(s)
+	if state == nil {
+		fail(s, ExitVMFailed, errors.New("route: no pty-req recorded; add the middleware.RawPTY server option"),
+			"the server is misconfigured; tell the operator")
+		return
+	}
+	req := state.req
+	command := s.RawCommand()
+	if !utf8.ValidString(command) {
+		// NOTE: the agent protocol carries text as JSON, which holds only
+		// valid UTF-8; sshd would run such a command.
+		fail(s, ExitVMFailed, errors.New("route: PTY command is not valid UTF-8"),
+			"commands run with a PTY must be valid UTF-8; run this one without a PTY (ssh -T)")
+		return
+	}
 
 	// The agent writes its own log to the VM console. It goes to the
 	// server's log, never to the client.
@@ -167,6 +198,9 @@ func routePTY(s ssh.Session, guest *Guest) {
 	}()
 
 	conn, err := acceptAgent(ctx, guest, exited)
+	if err != nil && clientGone(s, -1) {
+		return
+	}
 	if err != nil {
 		var userErr *userError
 		if errors.As(err, &userErr) {
@@ -177,6 +211,9 @@ func routePTY(s ssh.Session, guest *Guest) {
 		return
 	}
 	client, err := agent.Connect(ctx, conn, logger)
+	if err != nil && clientGone(s, -1) {
+		return
+	}
 	if err != nil {
 		_ = conn.Close()
 		message := "the guest agent did not respond; try again, and tell the operator if it keeps failing"
@@ -187,16 +224,26 @@ func routePTY(s ssh.Session, guest *Guest) {
 		return
 	}
 	defer func() { _ = client.Close() }()
+	// A client that goes away ends every call on the agent at once, even
+	// if the VM's socket stays open a moment longer.
+	stopCloseOnDisconnect := context.AfterFunc(ctx, func() { _ = client.Close() })
+	defer stopCloseOnDisconnect()
 
-	proc, err := client.Start(ctx, agent.StartRequest{
-		Command: s.RawCommand(),
+	// An agent that never answers start must not hold the session open.
+	startCtx, cancelStart := context.WithTimeout(ctx, agentStartTimeout)
+	defer cancelStart()
+	proc, err := client.Start(startCtx, agent.StartRequest{
+		Command: command,
 		TTY:     true,
-		Term:    req.Term,
+		Term:    terminalType(req.Term, logger),
 		Rows:    clampDimension(req.Window.Height),
 		Cols:    clampDimension(req.Window.Width),
-		Env:     clientEnv(s, logger),
+		Env:     append(clientEnv(s, logger), connectionEnv(s)...),
 		Modes:   terminalModes(req.Modes),
 	})
+	if err != nil && clientGone(s, -1) {
+		return
+	}
 	if err != nil {
 		fail(s, ExitAgentLost, fmt.Errorf("start guest process: %w", err), "the guest agent could not start the shell; try again, and tell the operator if it keeps failing")
 		return
@@ -209,7 +256,9 @@ func routePTY(s ssh.Session, guest *Guest) {
 		}
 		_ = proc.CloseWrite()
 	}()
-	windowChanges.attach(proc)
+	stopWindows := make(chan struct{})
+	defer close(stopWindows)
+	go forwardWindowChanges(state, proc, stopWindows, logger)
 	stopSignals := forwardSignals(s, proc, logger)
 	defer stopSignals()
 
@@ -217,6 +266,9 @@ func routePTY(s ssh.Session, guest *Guest) {
 		logger.Info("copy guest output to client", "err", err)
 	}
 	status, err := proc.Wait()
+	if err != nil && clientGone(s, -1) {
+		return
+	}
 	if err != nil {
 		fail(s, ExitAgentLost, fmt.Errorf("wait for guest process: %w", err), "the connection to the guest agent was lost before the command finished")
 		return
@@ -321,53 +373,23 @@ func trimNewline(b []byte) []byte {
 	return b
 }
 
-// windowForwarder applies the client's window-change requests to the
-// guest process. It starts reading them at once, so a client that resizes
-// while the VM boots does not block the session's request loop. Until the
-// process exists it keeps only the latest size, because a shell that has
-// not started yet needs nothing else.
-type windowForwarder struct {
-	logger *slog.Logger
-
-	mu      sync.Mutex
-	proc    *agent.Process
-	pending *ssh.Window
-}
-
-func newWindowForwarder(windows <-chan ssh.Window, logger *slog.Logger) *windowForwarder {
-	f := &windowForwarder{logger: logger}
-	go func() {
-		// The SSH library closes windows when the channel's requests end.
-		for w := range windows {
-			f.mu.Lock()
-			if f.proc == nil {
-				f.pending = &w
-			} else {
-				f.resize(w)
+// forwardWindowChanges applies the session's window changes to proc until
+// the channel's requests end or stop is closed. Sizes that arrive faster
+// than they can be applied coalesce into the newest, which is the one the
+// client's terminal has.
+func forwardWindowChanges(state *ptyState, proc *agent.Process, stop <-chan struct{}, logger *slog.Logger) {
+	for {
+		select {
+		case <-state.changed:
+			w := state.latestWindow()
+			if err := proc.Resize(clampDimension(w.Height), clampDimension(w.Width)); err != nil {
+				logger.Debug("forward window change", "err", err)
 			}
-			f.mu.Unlock()
+		case <-state.closed:
+			return
+		case <-stop:
+			return
 		}
-	}()
-	return f
-}
-
-// attach sets the process that later window changes go to, and applies a
-// change that arrived before it existed.
-func (f *windowForwarder) attach(proc *agent.Process) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.proc = proc
-	if f.pending != nil {
-		f.resize(*f.pending)
-		f.pending = nil
-	}
-}
-
-// resize sends w to the process; the caller holds f.mu, which keeps
-// changes in the order the client sent them.
-func (f *windowForwarder) resize(w ssh.Window) {
-	if err := f.proc.Resize(clampDimension(w.Height), clampDimension(w.Width)); err != nil {
-		f.logger.Debug("forward window change", "err", err)
 	}
 }
 
@@ -396,6 +418,20 @@ func forwardSignals(s ssh.Session, proc *agent.Process, logger *slog.Logger) (st
 		s.Signals(nil)
 		close(done)
 	}
+}
+
+// maxTermBytes is the guest agent's limit on TERM.
+const maxTermBytes = agent.MaxTermSize
+
+// terminalType returns term if the guest agent accepts it as TERM, and
+// "dumb" otherwise: a TERM with control characters or invalid UTF-8 names
+// no real terminal, and the agent rejects it.
+func terminalType(term string, logger *slog.Logger) string {
+	if len(term) <= maxTermBytes && utf8.ValidString(term) && !strings.ContainsFunc(term, unicode.IsControl) {
+		return term
+	}
+	logger.Info("client TERM replaced", "reason", "too long, not UTF-8 or with control characters", "replacement", "dumb")
+	return "dumb"
 }
 
 // clampDimension turns a window dimension from the client into the range a

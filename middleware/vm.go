@@ -180,6 +180,11 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 		Network:   cfg.network,
 	}
 	guest := &Guest{Mode: mode, bootTimeout: cfg.bootTimeout}
+	spec.Env = append(spec.Env, connectionEnv(s)...)
+	// sshd starts sessions in the user's home directory.
+	if info, err := os.Stat(filepath.Join(cfg.rootfs, "root")); err == nil && info.IsDir() {
+		spec.Workdir = "/root"
+	}
 
 	sessionDir, err := os.MkdirTemp(cfg.runtimeDir, "throwawaysh-session-")
 	if err != nil {
@@ -194,7 +199,14 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 	switch mode {
 	case ModePTY:
 		ok, err := rootfs.HasAgent(cfg.rootfs)
-		if err != nil || !ok {
+		if err != nil {
+			removeDir()
+			return nil, nil, &userError{
+				err:     fmt.Errorf("guest agent in rootfs %q cannot run: %w", cfg.rootfs, err),
+				message: fmt.Sprintf("PTY sessions need the guest agent, and %s in this server's rootfs cannot run; ask the operator to reinstall it with ./install_guest_agent.sh, or connect without a PTY (ssh -T)", rootfs.AgentPath),
+			}
+		}
+		if !ok {
 			removeDir()
 			missing := rootfs.AgentMissingError(cfg.rootfs)
 			return nil, nil, &userError{
@@ -244,6 +256,20 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 		logger.Info("vm stop", "status", status, "lifetime", time.Since(guest.Booted), "err", werr)
 	}
 	return guest, cleanup, nil
+}
+
+// connectionEnv returns SSH_CONNECTION and SSH_CLIENT as sshd sets them:
+// client address and port, then server address and port.
+func connectionEnv(s ssh.Session) []string {
+	clientHost, clientPort, err1 := net.SplitHostPort(s.RemoteAddr().String())
+	serverHost, serverPort, err2 := net.SplitHostPort(s.LocalAddr().String())
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	return []string{
+		"SSH_CONNECTION=" + clientHost + " " + clientPort + " " + serverHost + " " + serverPort,
+		"SSH_CLIENT=" + clientHost + " " + clientPort + " " + serverPort,
+	}
 }
 
 // consoleWorkload returns the shell arguments and files that run command

@@ -20,15 +20,19 @@ import (
 // variable; kong applies the variable first and a flag given on the command
 // line replaces it.
 type config struct {
-	ListenAddr        string   `name:"listen-addr" env:"SSH_ADDR" default:":2222" placeholder:"HOST:PORT" help:"Address to listen on for SSH connections."`
-	HostKeyPath       string   `name:"host-key-path" env:"SSH_HOST_KEY_PATH" default:"server_key" placeholder:"PATH" help:"SSH host key file (ed25519 created there, mode 0600, when missing)."`
-	Rootfs            string   `name:"rootfs" env:"SSH_ROOTFS" placeholder:"DIR" help:"Guest root directory that every VM boots from (required; build one with 'make rootfs')."`
-	Username          string   `name:"username" env:"SSH_USERNAME" default:"test" help:"User name accepted by password authentication."`
-	Password          string   `name:"password" env:"SSH_PASSWORD" default:"test" help:"Password accepted by password authentication. Prefer the variable: flags show up in ps."`
-	AllowPasswordless bool     `name:"allow-passwordless" env:"SSH_ALLOW_PASSWORDLESS" help:"Accept any user without a password (SSH 'none' authentication)."`
-	LogLevel          string   `name:"log-level" env:"SSH_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
-	LogFormat         string   `name:"log-format" env:"SSH_LOG_FORMAT" default:"text" help:"Log format: text or json."`
-	AcceptEnv         []string `name:"accept-env" env:"SSH_ACCEPT_ENV" sep:"," placeholder:"NAME,..." help:"Environment variables a client may send into the guest, beside LANG, LC_*, TZ and COLORTERM; shell patterns allowed. LD_* is never accepted."`
+	ListenAddr  string `name:"listen-addr" env:"SSH_ADDR" default:":2222" help:"Address to listen on for SSH connections, HOST:PORT or :PORT."`
+	HostKeyPath string `name:"host-key-path" env:"SSH_HOST_KEY_PATH" default:"server_key" help:"SSH host key file (ed25519 created there, mode 0600, when missing)."`
+	Rootfs      string `name:"rootfs" env:"SSH_ROOTFS" placeholder:"DIR" help:"Guest root directory that every VM boots from (required; build one with 'make rootfs')."`
+	Username    string `name:"username" env:"SSH_USERNAME" default:"test" help:"User name accepted by password authentication."`
+	Password    string `name:"password" env:"SSH_PASSWORD" default:"test" help:"Password accepted by password authentication. Prefer the variable: flags show up in ps."`
+	// AllowPasswordless is read from the flag, else from its variable by
+	// parseConfig: kong would reject an invalid variable even when the
+	// flag given on the command line replaces it.
+	AllowPasswordless     bool     `kong:"-"`
+	AllowPasswordlessFlag *bool    `name:"allow-passwordless" help:"Accept any user without a password (SSH 'none' authentication). Variable: SSH_ALLOW_PASSWORDLESS."`
+	LogLevel              string   `name:"log-level" env:"SSH_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
+	LogFormat             string   `name:"log-format" env:"SSH_LOG_FORMAT" default:"text" help:"Log format: text or json."`
+	AcceptEnv             []string `name:"accept-env" env:"SSH_ACCEPT_ENV" sep:"," placeholder:"NAME" help:"Environment variables a client may send into the guest, beside LANG, LC_*, TZ and COLORTERM; shell patterns allowed. LD_* is never accepted."`
 
 	Version bool `name:"version" help:"Print the version and exit."`
 	Help    bool `name:"help" short:"h" help:"Show this help and exit."`
@@ -70,20 +74,41 @@ func parseConfig(args []string, stdout io.Writer) (cfg config, done bool, err er
 		_, err := fmt.Fprintf(stdout, "throwawaysh %s\n", version)
 		return cfg, true, err
 	}
+	if err := cfg.resolvePasswordless(); err != nil {
+		return cfg, false, &usageError{err.Error()}
+	}
 	if err := cfg.validate(); err != nil {
 		return cfg, false, &usageError{err.Error()}
 	}
 	return cfg, false, nil
 }
 
-// describeParseError rewords kong's errors where they would not name the
-// fix.
+// describeParseError adds the way to the full usage to kong's errors.
 func describeParseError(err error) string {
-	msg := err.Error()
-	if strings.Contains(msg, "SSH_ALLOW_PASSWORDLESS") {
-		return fmt.Sprintf("invalid SSH_ALLOW_PASSWORDLESS value %q: must be true, false, 1, 0, yes or no", os.Getenv("SSH_ALLOW_PASSWORDLESS"))
+	return err.Error() + " (see --help)"
+}
+
+// resolvePasswordless sets AllowPasswordless from the flag if it was
+// given, else from SSH_ALLOW_PASSWORDLESS; an empty variable counts as
+// unset.
+func (c *config) resolvePasswordless() error {
+	if c.AllowPasswordlessFlag != nil {
+		c.AllowPasswordless = *c.AllowPasswordlessFlag
+		c.AllowPasswordlessFlag = nil
+		return nil
 	}
-	return msg
+	value := os.Getenv("SSH_ALLOW_PASSWORDLESS")
+	switch strings.ToLower(value) {
+	case "":
+		c.AllowPasswordless = false
+	case "true", "1", "yes":
+		c.AllowPasswordless = true
+	case "false", "0", "no":
+		c.AllowPasswordless = false
+	default:
+		return fmt.Errorf("invalid SSH_ALLOW_PASSWORDLESS value %q: must be true, false, 1, 0, yes or no", value)
+	}
+	return nil
 }
 
 // validate checks every value and returns the first problem, naming the

@@ -303,3 +303,28 @@ func TestServiceVersion(t *testing.T) {
 		t.Errorf("--version printed %q", out)
 	}
 }
+
+func TestConfigPasswordlessFlagWinsOverInvalidVariable(t *testing.T) {
+	clearConfigEnv(t)
+	root := krtest.Rootfs(t, false)
+	t.Setenv("SSH_ALLOW_PASSWORDLESS", "maybe")
+	cfg, _, err := parseConfig([]string{"--rootfs", root, "--allow-passwordless=false"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("the flag did not replace the invalid variable: %v", err)
+	}
+	if cfg.AllowPasswordless {
+		t.Error("allow-passwordless = true, want the flag's false")
+	}
+
+	t.Setenv("SSH_ALLOW_PASSWORDLESS", "")
+	cfg, _, err = parseConfig([]string{"--rootfs", root}, &bytes.Buffer{})
+	if err != nil || cfg.AllowPasswordless {
+		t.Errorf("empty variable: allow-passwordless = %v, err = %v, want false and no error", cfg.AllowPasswordless, err)
+	}
+
+	t.Setenv("SSH_ALLOW_PASSWORDLESS", "yes")
+	cfg, _, err = parseConfig([]string{"--rootfs", root}, &bytes.Buffer{})
+	if err != nil || !cfg.AllowPasswordless {
+		t.Errorf("SSH_ALLOW_PASSWORDLESS=yes: allow-passwordless = %v, err = %v, want true", cfg.AllowPasswordless, err)
+	}
+}

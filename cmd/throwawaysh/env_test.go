@@ -103,3 +103,27 @@ func TestForwardingRequestsRejected(t *testing.T) {
 		t.Errorf("session after rejected requests: %q, %v", out, err)
 	}
 }
+
+func TestSSHConnectionVariablesAndHome(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+		probe := `printf '%s|%s|%s\n' "$SSH_CONNECTION" "$SSH_CLIENT" "$(pwd)"`
+		for _, options := range [][]string{nil, {"-tt"}} {
+			got := srv.runSSH(t, sshCall{options: options, command: probe})
+			fields := strings.Split(strings.TrimRight(string(got.stdout), "\r\n"), "|")
+			if len(fields) != 3 {
+				t.Fatalf("options %v: output %q", options, got.stdout)
+			}
+			connection := strings.Fields(fields[0])
+			if len(connection) != 4 || connection[0] != "127.0.0.1" || connection[3] != srv.port {
+				t.Errorf("options %v: SSH_CONNECTION = %q, want client address and port, then server address and port %s", options, fields[0], srv.port)
+			}
+			if len(connection) == 4 && fields[1] != connection[0]+" "+connection[1]+" "+srv.port {
+				t.Errorf("options %v: SSH_CLIENT = %q", options, fields[1])
+			}
+			if !strings.HasSuffix(fields[2], "/root") {
+				t.Errorf("options %v: working directory %q, want the home directory /root", options, fields[2])
+			}
+		}
+	})
+}

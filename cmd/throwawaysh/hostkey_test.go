@@ -11,6 +11,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/throwawaysh/throwawaysh/internal/krtest"
+	"github.com/throwawaysh/throwawaysh/middleware"
 )
 
 // hostKeyOf connects to srv and returns the host key it presented.
@@ -113,5 +114,30 @@ func TestHostKeyCreatedInMissingDirectoryFails(t *testing.T) {
 	_, err := newServer(cfg, &krtest.Launcher{}, newLogger(cfg, &syncBuffer{}))
 	if err == nil || !strings.Contains(err.Error(), "no-such-dir") {
 		t.Fatalf("err = %v, want an error naming the missing directory", err)
+	}
+}
+
+func TestHostKeyReadableByOthersRejected(t *testing.T) {
+	cfg := testConfig(t, krtest.Rootfs(t, false))
+	if _, _, err := middleware.LoadOrCreateHostKey(cfg.HostKeyPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(cfg.HostKeyPath, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newServer(cfg, &krtest.Launcher{}, newLogger(cfg, &syncBuffer{}))
+	if err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("err = %v, want a refusal that says to chmod 600", err)
+	}
+}
+
+func TestHostKeyDanglingLinkFails(t *testing.T) {
+	cfg := testConfig(t, krtest.Rootfs(t, false))
+	if err := os.Symlink(filepath.Join(t.TempDir(), "gone"), cfg.HostKeyPath); err != nil {
+		t.Fatal(err)
+	}
+	_, err := newServer(cfg, &krtest.Launcher{}, newLogger(cfg, &syncBuffer{}))
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("err = %v, want an error about the dangling link", err)
 	}
 }

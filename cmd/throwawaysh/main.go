@@ -61,38 +61,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// The SSH library logs its own errors (panics it recovered, channels it
 	// could not accept) through slog's default logger.
 	slog.SetDefault(logger)
-	if cfg.Password == "test" && !cfg.AllowPasswordless {
-		logger.Warn("using the default password; set SSH_PASSWORD before exposing this server")
-	}
-
+	// Errors before the server runs go to stderr as one plain line each,
+	// which is what a person starting the service reads.
 	lib, err := krun.Load()
 	if err != nil {
-		logger.Error("cannot start", "err", err)
 		fmt.Fprintf(stderr, "throwawaysh: %s\n", err)
 		return exitFailure
 	}
 	if err := krun.CheckKVM(); err != nil {
-		logger.Error("cannot start", "err", err)
 		fmt.Fprintf(stderr, "throwawaysh: %s\n", err)
 		return exitFailure
 	}
 	launcher, err := krun.NewLauncher(lib, logger)
 	if err != nil {
-		logger.Error("cannot start", "err", err)
+		fmt.Fprintf(stderr, "throwawaysh: %s\n", err)
 		return exitFailure
 	}
 
 	srv, err := newServer(cfg, launcher, logger)
 	if err != nil {
-		logger.Error("cannot start", "err", err)
 		fmt.Fprintf(stderr, "throwawaysh: %s\n", err)
 		return exitFailure
 	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
-		logger.Error("cannot start", "err", err)
 		fmt.Fprintf(stderr, "throwawaysh: listen on %s: %s\n", cfg.ListenAddr, err)
 		return exitFailure
+	}
+	if cfg.Password == "test" && !cfg.AllowPasswordless {
+		logger.Warn("using the default password; set SSH_PASSWORD before exposing this server")
 	}
 	logger.Info("server start", "addr", ln.Addr().String(), "version", version, "libkrun", lib.Path(), "rootfs", cfg.Rootfs)
 	return serve(srv, ln, logger)

@@ -63,13 +63,7 @@ func runInit() int {
 		return initNotExecutable
 	}
 
-	args, cleanup, err := guestArgs(spec)
-	if err != nil {
-		return initFailed("%v", err)
-	}
-	defer cleanup()
-
-	cmd := exec.Command(hostExec, args...)
+	cmd := exec.Command(hostExec, guestArgs(spec)...)
 	cmd.Args[0] = spec.Exec
 	cmd.Env = slices.Clone(spec.Env)
 	cmd.Dir = filepath.Join(spec.Root, spec.Workdir)
@@ -102,27 +96,15 @@ func runInit() int {
 }
 
 // guestArgs returns the workload's arguments with libkrun's host-side
-// features emulated: Spec.Files written to a temporary directory, with
-// their guest paths in the arguments replaced, and the guest agent pointed
-// at the unix socket of its vsock port.
-func guestArgs(spec krun.Spec) ([]string, func(), error) {
+// features emulated: the guest paths of Spec.Files, which Launcher wrote
+// to the directory in filesEnv, replaced by their host paths, and the
+// guest agent pointed at the unix socket of its vsock port.
+func guestArgs(spec krun.Spec) []string {
 	args := slices.Clone(spec.Args)
-	cleanup := func() {}
-	if len(spec.Files) > 0 {
-		dir, err := os.MkdirTemp("", "krtest-files-")
-		if err != nil {
-			return nil, nil, fmt.Errorf("create files directory: %w", err)
-		}
-		cleanup = func() { _ = os.RemoveAll(dir) }
-		for name, content := range spec.Files {
-			hostPath := filepath.Join(dir, name)
-			if err := os.WriteFile(hostPath, content, 0o444); err != nil {
-				cleanup()
-				return nil, nil, fmt.Errorf("write %s: %w", name, err)
-			}
-			for i := range args {
-				args[i] = strings.ReplaceAll(args[i], "/"+name, hostPath)
-			}
+	filesDir := os.Getenv(filesEnv)
+	for name := range spec.Files {
+		for i := range args {
+			args[i] = strings.ReplaceAll(args[i], "/"+name, filepath.Join(filesDir, name))
 		}
 	}
 	if i := slices.Index(args, "--vsock-port"); i >= 0 && i+1 < len(args) {
@@ -132,7 +114,7 @@ func guestArgs(spec krun.Spec) ([]string, func(), error) {
 			}
 		}
 	}
-	return args, cleanup, nil
+	return args
 }
 
 func workloadStatus(state *os.ProcessState) int {

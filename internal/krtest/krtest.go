@@ -20,14 +20,20 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/throwawaysh/throwawaysh/krun"
 )
 
 // initMarker is the environment variable that makes a test binary act as
-// the stand-in guest init.
-const initMarker = "THROWAWAYSH_KRTEST_INIT"
+// the stand-in guest init; filesEnv names the directory that holds the
+// spec's files for it.
+const (
+	initMarker = "THROWAWAYSH_KRTEST_INIT"
+	filesEnv   = "THROWAWAYSH_KRTEST_FILES"
+)
 
 // Launcher is a krun.Launcher that runs workloads as host processes. The
 // zero value is ready to use.
@@ -54,21 +60,30 @@ func (l *Launcher) Start(ctx context.Context, spec krun.Spec) (krun.VM, error) {
 		return nil, fmt.Errorf("krtest: find test binary: %w", err)
 	}
 
+	// The files live in a directory this process removes when the VM has
+	// ended: the init cannot, because a killed VM gets no chance to.
+	filesDir, err := writeFiles(spec.Files)
+	if err != nil {
+		return nil, err
+	}
 	specReader, specWriter, err := os.Pipe()
 	if err != nil {
+		_ = os.RemoveAll(filesDir)
 		return nil, fmt.Errorf("krtest: create spec pipe: %w", err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = []string{initMarker + "=1"}
+	cmd.Env = []string{initMarker + "=1", filesEnv + "=" + filesDir}
 	cmd.ExtraFiles = []*os.File{specReader}
 	cmd.SysProcAttr = namespaceAttributes()
 
-	vm, err := krun.StartProcess(cmd)
+	started, err := krun.StartProcess(cmd)
 	_ = specReader.Close()
 	if err != nil {
 		_ = specWriter.Close()
+		_ = os.RemoveAll(filesDir)
 		return nil, err
 	}
+	vm := &cleanupVM{VM: started, dir: filesDir}
 	_, werr := specWriter.Write(encoded)
 	cerr := specWriter.Close()
 	if werr != nil || cerr != nil {
@@ -92,4 +107,32 @@ func namespaceAttributes() *syscall.SysProcAttr {
 		attrs.GidMappings = []syscall.SysProcIDMap{{ContainerID: os.Getegid(), HostID: os.Getegid(), Size: 1}}
 	}
 	return attrs
+}
+
+// writeFiles writes the spec's files into a new directory and returns it.
+func writeFiles(files map[string][]byte) (string, error) {
+	dir, err := os.MkdirTemp("", "krtest-files-")
+	if err != nil {
+		return "", fmt.Errorf("krtest: create files directory: %w", err)
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o444); err != nil {
+			_ = os.RemoveAll(dir)
+			return "", fmt.Errorf("krtest: write %s: %w", name, err)
+		}
+	}
+	return dir, nil
+}
+
+// cleanupVM removes the VM's files directory once the VM has ended.
+type cleanupVM struct {
+	krun.VM
+	dir  string
+	once sync.Once
+}
+
+func (v *cleanupVM) Wait() (int, error) {
+	status, err := v.VM.Wait()
+	v.once.Do(func() { _ = os.RemoveAll(v.dir) })
+	return status, err
 }

@@ -31,6 +31,11 @@ func AgentBinary(t testing.TB) string {
 		agentBuild.dir = dir
 		agentBuild.path = filepath.Join(dir, "throwawaysh-guest-agent")
 		cmd := exec.Command("go", "build", "-o", agentBuild.path, "github.com/throwawaysh/throwawaysh/cmd/throwawaysh-guest-agent")
+		// Build inside the module whatever the test's working directory:
+		// this file is internal/krtest/rootfs.go in it.
+		if _, file, _, ok := runtime.Caller(0); ok {
+			cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+		}
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
