@@ -25,7 +25,7 @@
 //		middleware.Logging(logger),
 //	)
 //
-// Middlewares pass state through typed keys in the session's context; each
+// Middlewares pass state through typed keys in the session's context. Each
 // session gets a context of its own (see SessionContext), because the SSH
 // library's context is shared by every session of a connection.
 package middleware

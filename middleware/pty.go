@@ -30,7 +30,7 @@ type ptyState struct {
 
 // watchWindows reads every window-change as the SSH library delivers it.
 // The library hands them over on a channel with room for one and blocks
-// the session's whole request loop until someone reads; reading from the
+// the session's whole request loop until someone reads. Reading from the
 // moment of pty-req keeps a client that resizes before the shell starts,
 // or a session that fails early, from wedging the connection.
 func (p *ptyState) watchWindows(windows <-chan ssh.Window) {

@@ -28,9 +28,10 @@ const (
 // channel's requests before the SSH library handles them, because the
 // library accepts every env request and agent forwarding request itself.
 //
-//   - env: accepted only for names that match one of acceptEnv (shell
-//     patterns such as "LC_*"; nil means DefaultAcceptEnv), never for
-//     names starting with "LD_", and within the size limits. Others get a
+//   - env: accepted only for names that match one of acceptEnv, which
+//     holds shell patterns such as "LC_*" (nil means DefaultAcceptEnv).
+//     Names starting with "LD_" and values over the size limits are
+//     never accepted. Others get a
 //     failure reply and are not set, as with OpenSSH's AcceptEnv.
 //   - auth-agent-req@openssh.com and x11-req: rejected, because the guest
 //     has no way to reach the client's agent or X server.

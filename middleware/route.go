@@ -23,7 +23,8 @@ import (
 	"github.com/throwawaysh/throwawaysh/rootfs"
 )
 
-// agentStartTimeout bounds the guest agent's answer to a start request.
+// agentStartTimeout bounds the wait for the guest agent's reply to a
+// start request.
 const agentStartTimeout = 10 * time.Second
 
 // Exit statuses of libkrun's guest init when it cannot run the workload.
@@ -81,9 +82,9 @@ func routeConsole(s ssh.Session, guest *Guest) {
 	vm := guest.VM
 	defer killOnDisconnect(s, vm)()
 
-	// Never wait for this copy: a command that does not read stdin must
-	// still finish, and the client may never send end of file. It ends
-	// when the channel closes or the VM's stdin is gone.
+	// Nothing waits for this copy, because a command that does not read
+	// stdin must still finish and the client may never send end of file.
+	// It ends when the channel closes or a write to the ended VM fails.
 	go func() {
 		if _, err := io.Copy(vm.Stdin(), s); err != nil && !isClosedError(err) {
 			logger.Debug("copy client input to vm", "err", err)
@@ -229,7 +230,7 @@ func routePTY(s ssh.Session, guest *Guest) {
 	stopCloseOnDisconnect := context.AfterFunc(ctx, func() { _ = client.Close() })
 	defer stopCloseOnDisconnect()
 
-	// An agent that never answers start must not hold the session open.
+	// An agent that never replies to start must not hold the session open.
 	startCtx, cancelStart := context.WithTimeout(ctx, agentStartTimeout)
 	defer cancelStart()
 	proc, err := client.Start(startCtx, agent.StartRequest{

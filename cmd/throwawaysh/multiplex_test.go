@@ -12,8 +12,8 @@ import (
 )
 
 // With OpenSSH connection sharing, sessions on one connection arrive as
-// several session channels; each must get its own VM, and they must run at
-// the same time.
+// several session channels. Each must get its own VM, and they must run
+// at the same time.
 func TestControlMasterSessionsGetOwnVMs(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)

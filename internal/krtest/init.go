@@ -96,9 +96,9 @@ func runInit() int {
 }
 
 // guestArgs returns the workload's arguments with libkrun's host-side
-// features emulated: the guest paths of Spec.Files, which Launcher wrote
-// to the directory in filesEnv, replaced by their host paths, and the
-// guest agent pointed at the unix socket of its vsock port.
+// features emulated. The guest paths of Spec.Files become their host paths
+// in the directory named by filesEnv, where Launcher wrote them, and the
+// guest agent is pointed at the unix socket of its vsock port.
 func guestArgs(spec krun.Spec) []string {
 	args := slices.Clone(spec.Args)
 	filesDir := os.Getenv(filesEnv)

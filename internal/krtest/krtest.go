@@ -28,7 +28,7 @@ import (
 )
 
 // initMarker is the environment variable that makes a test binary act as
-// the stand-in guest init; filesEnv names the directory that holds the
+// the stand-in guest init. filesEnv names the directory that holds the
 // spec's files for it.
 const (
 	initMarker = "THROWAWAYSH_KRTEST_INIT"
