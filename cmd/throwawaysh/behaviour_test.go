@@ -120,23 +120,7 @@ func TestCommandIgnoringStdinFinishes(t *testing.T) {
 func TestPTYWindowChangeBurst(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
-		client := srv.dialGo(t, "test", testPassword)
-		session, err := client.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := session.RequestPty("xterm", 24, 80, gossh.TerminalModes{gossh.ECHO: 0}); err != nil {
-			t.Fatal(err)
-		}
-		stdin, err := session.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out syncBuffer
-		session.Stdout = &out
-		if err := session.Shell(); err != nil {
-			t.Fatal(err)
-		}
+		session, stdin, out := srv.startGoShell(t, 24, 80)
 		// A burst, part of it while the VM is still booting: each reply
 		// must come back and the last size must win.
 		for i := 1; i <= 500; i++ {

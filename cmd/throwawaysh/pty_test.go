@@ -170,26 +170,34 @@ func TestPTYOutputBytesUntouched(t *testing.T) {
 	})
 }
 
+// startGoShell starts an interactive shell in a PTY of rows x cols, without
+// echo, through the x/crypto/ssh client, and returns its session, its
+// stdin and its collected output.
+func (srv *testServer) startGoShell(t *testing.T, rows, cols int) (*gossh.Session, io.Writer, *syncBuffer) {
+	t.Helper()
+	session, err := srv.dialGo(t, "test", testPassword).NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := session.RequestPty("xterm", rows, cols, gossh.TerminalModes{gossh.ECHO: 0}); err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := session.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncBuffer{}
+	session.Stdout = out
+	if err := session.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	return session, stdin, out
+}
+
 func TestPTYWindowChangeFromGoClient(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
-		client := srv.dialGo(t, "test", testPassword)
-		session, err := client.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := session.RequestPty("xterm", 30, 90, gossh.TerminalModes{gossh.ECHO: 0}); err != nil {
-			t.Fatal(err)
-		}
-		stdin, err := session.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out syncBuffer
-		session.Stdout = &out
-		if err := session.Shell(); err != nil {
-			t.Fatal(err)
-		}
+		session, stdin, out := srv.startGoShell(t, 30, 90)
 		waitForOutput := func(want string) {
 			t.Helper()
 			deadline := time.Now().Add(30 * time.Second)
