@@ -76,6 +76,11 @@ type StartRequest struct {
 	// Modes maps RFC 4254 terminal mode opcodes to values, as in an SSH
 	// pty-req. Opcodes 0 and 160 to 255 are not modes and are dropped.
 	Modes map[uint8]uint32
+	// Subsystem, when not empty, makes the agent serve that subsystem
+	// itself instead of running a command. SubsystemSFTP is the only one,
+	// and it needs an empty Command and TTY false. The Process then carries
+	// the subsystem's protocol bytes, and Resize and Signal fail.
+	Subsystem string
 }
 
 // ExitStatus is the result of a guest process.
@@ -412,6 +417,8 @@ func (c *Client) Start(ctx context.Context, req StartRequest) (*Process, error) 
 		Cols:    req.Cols,
 		Env:     req.Env,
 		Modes:   validModes(req.Modes),
+
+		Subsystem: req.Subsystem,
 	}
 
 	c.mu.Lock()

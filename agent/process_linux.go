@@ -55,8 +55,7 @@ type guestProcess struct {
 	terminal  *os.File
 	closeOnce sync.Once
 
-	streams  chan *dataStream // receives the data stream once
-	attached atomic.Bool      // set when a stream was offered, or the wait for one ended
+	streamSlot
 
 	exited    chan struct{} // closed when the process has been reaped
 	hasExited atomic.Bool   // set with exited, for checks without select
@@ -87,10 +86,10 @@ func startProcess(m *StartMsg, shell string, acct account) (*guestProcess, error
 		return nil, fmt.Errorf("set terminal modes: %w", err)
 	}
 	p := &guestProcess{
-		id:       m.ID,
-		terminal: terminal,
-		streams:  make(chan *dataStream, 1),
-		exited:   make(chan struct{}),
+		id:         m.ID,
+		terminal:   terminal,
+		streamSlot: streamSlot{streams: make(chan *dataStream, 1)},
+		exited:     make(chan struct{}),
 	}
 	err = p.control(func(fd int) error {
 		return unix.IoctlSetWinsize(fd, unix.TIOCSWINSZ, &unix.Winsize{Row: uint16(m.Rows), Col: uint16(m.Cols)})
@@ -179,9 +178,15 @@ func (p *guestProcess) control(fn func(fd int) error) error {
 	return fnErr
 }
 
+// streamSlot is where a process waits for its one data stream.
+type streamSlot struct {
+	streams  chan *dataStream // receives the data stream once
+	attached atomic.Bool      // set when a stream was offered, or the wait for one ended
+}
+
 // offerStream hands the process its data stream. It returns false when
 // the process already has one or stopped waiting for it.
-func (p *guestProcess) offerStream(ds *dataStream) bool {
+func (p *streamSlot) offerStream(ds *dataStream) bool {
 	if !p.attached.CompareAndSwap(false, true) {
 		return false
 	}
@@ -191,7 +196,7 @@ func (p *guestProcess) offerStream(ds *dataStream) bool {
 
 // awaitStream waits for the data stream until timeout or done. It returns
 // nil when none came.
-func (p *guestProcess) awaitStream(timeout time.Duration, done <-chan struct{}) *dataStream {
+func (p *streamSlot) awaitStream(timeout time.Duration, done <-chan struct{}) *dataStream {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	select {

@@ -50,7 +50,7 @@
 // Version 1 messages (→ agent means host to agent):
 //
 //	hello   both    {version, software}
-//	start   → agent {id, command, tty, term, rows, cols, env, modes}
+//	start   → agent {id, command, tty, term, rows, cols, env, modes, subsystem}
 //	started → host  {id, pid}
 //	resize  → agent {id, rows, cols}
 //	signal  → agent {id, signal}
@@ -72,12 +72,23 @@
 //     that the error concerns the connection (for example a control line the
 //     agent could not decode). The sender closes the connection next.
 //   - start with an empty command runs an interactive login shell. tty must
-//     be true for version 1 agents. It exists so that a later version can
-//     run processes without a PTY. rows and cols of 0 mean "unknown", as in
-//     RFC 4254 section 6.2. Both are at most 65535 because the kernel's
-//     struct winsize holds them in 16 bits. modes maps RFC 4254 terminal
-//     mode opcodes (1 to 159) to their values. The agent applies those that
-//     Linux supports and ignores the rest, as RFC 4254 section 8 allows.
+//     be true for version 1 agents unless subsystem is set. It exists so
+//     that a later version can run commands without a PTY. rows and cols
+//     of 0 mean "unknown", as in RFC 4254 section 6.2. Both are at most
+//     65535 because the kernel's struct winsize holds them in 16 bits.
+//     modes maps RFC 4254 terminal mode opcodes (1 to 159) to their
+//     values. The agent applies those that Linux supports and ignores the
+//     rest, as RFC 4254 section 8 allows.
+//   - start with subsystem "sftp" (the only subsystem) serves the SFTP
+//     protocol in the agent itself, so that a rootfs needs no sftp-server.
+//     command must be empty and tty false, because a subsystem has neither.
+//     The agent ignores term, rows, cols, env and modes. started carries the
+//     agent's own pid. The data stream then carries SFTP packets in both
+//     directions, and paths resolve in the guest filesystem from the
+//     account's home directory (/ when it does not exist). When the host
+//     closes its write half the SFTP server ends, the agent closes its
+//     write half and sends exit with status 0, or 1 when the server failed.
+//     A subsystem has no PTY, so resize and signal for it get error.
 //   - The agent replies to start with started once the process runs, or
 //     with error. It sends started before anything else about that
 //     process, so the host always learns the pid first.
@@ -207,7 +218,8 @@ type StartMsg struct {
 	// Command is run with the shell's -c. Empty means an interactive login
 	// shell. It must not contain NUL, which no exec argument can hold.
 	Command string `json:"command,omitempty"`
-	// TTY requests a pseudo-terminal. Version 1 agents reject false.
+	// TTY requests a pseudo-terminal. Version 1 agents reject false unless
+	// Subsystem is set, which needs false.
 	TTY bool `json:"tty"`
 	// Term is the TERM value. Empty leaves TERM unset unless Env sets it.
 	Term string `json:"term,omitempty"`
@@ -220,7 +232,14 @@ type StartMsg struct {
 	Env []string `json:"env,omitempty"`
 	// Modes maps RFC 4254 terminal mode opcodes (1 to 159) to values.
 	Modes map[uint8]uint32 `json:"modes,omitempty"`
+	// Subsystem names a subsystem that the agent serves itself, and is
+	// empty for a shell or command. SubsystemSFTP is the only one; it
+	// needs an empty Command and TTY false.
+	Subsystem string `json:"subsystem,omitempty"`
 }
+
+// SubsystemSFTP is the value of StartMsg.Subsystem that serves SFTP.
+const SubsystemSFTP = "sftp"
 
 // StartedMsg reports that the process of ID runs with process id PID.
 type StartedMsg struct {
@@ -295,6 +314,8 @@ type wireMessage struct {
 	Status   *int64           `json:"status"`
 	Signal   *string          `json:"signal"`
 	Message  *string          `json:"message"`
+	// Subsystem is start's subsystem.
+	Subsystem *string `json:"subsystem"`
 }
 
 // DecodeMessage decodes and validates one control line, without its
@@ -369,6 +390,8 @@ func (w *wireMessage) message() (Message, error) {
 			Cols:    uint32(f.integer("cols", w.Cols, 0, MaxDimension, false)),
 			Env:     w.Env,
 			Modes:   f.modes(w.Modes),
+
+			Subsystem: f.text("subsystem", w.Subsystem, false),
 		}
 	case TypeStarted:
 		m = &StartedMsg{ID: f.id(w.ID), PID: int(f.integer("pid", w.PID, 1, math.MaxInt32, true))}

@@ -19,6 +19,7 @@ func validMessages() []Message {
 			Rows: 65535, Cols: 80, Env: []string{"LANG=C.UTF-8", "EMPTY="},
 			Modes: map[uint8]uint32{1: 3, 53: 0, 128: 38400, 159: 4294967295},
 		},
+		&StartMsg{ID: 2, Subsystem: SubsystemSFTP},
 		&StartedMsg{ID: 1, PID: 4242},
 		&ResizeMsg{ID: 1, Rows: 0, Cols: 0},
 		&ResizeMsg{ID: 4294967295, Rows: 50, Cols: 200},
@@ -98,6 +99,10 @@ func TestDecodeMessageRejects(t *testing.T) {
 		{"hello long software", `{"type":"hello","version":1,"software":"` + strings.Repeat("s", 129) + `"}`, `"software": 129 bytes`},
 		{"hello control char", `{"type":"hello","version":1,"software":"a\u001b[31m"}`, `"software": control character`},
 		{"start missing id", `{"type":"start","tty":true}`, `"id" is missing`},
+		{"start unknown subsystem", `{"type":"start","id":1,"tty":false,"subsystem":"shell"}`, `"subsystem": "shell" is not a supported subsystem`},
+		{"start subsystem with command", `{"type":"start","id":1,"tty":false,"subsystem":"sftp","command":"ls"}`, `"command" must be empty for subsystem "sftp"`},
+		{"start subsystem with tty", `{"type":"start","id":1,"tty":true,"subsystem":"sftp"}`, `"tty" must be false for subsystem "sftp"`},
+		{"start subsystem not string", `{"type":"start","id":1,"tty":false,"subsystem":1}`, `field "subsystem"`},
 		{"start id zero", `{"type":"start","id":0,"tty":true}`, `"id": 0 is out of range`},
 		{"start id negative", `{"type":"start","id":-1,"tty":true}`, `"id": -1 is out of range`},
 		{"start id too big", `{"type":"start","id":4294967296,"tty":true}`, `"id": 4294967296 is out of range`},
@@ -182,6 +187,8 @@ func TestEncodeMessageRejects(t *testing.T) {
 		{"mode opcode", &StartMsg{ID: 1, TTY: true, Modes: map[uint8]uint32{200: 1}}, `opcode 200`},
 		{"line limit", &StartMsg{ID: 1, TTY: true, Command: strings.Repeat("\x01", MaxCommandSize), Env: fullEnv("\x01")}, "over the 2097152-byte line limit"},
 		{"negative status", &ExitMsg{ID: 1, Status: -1}, `"status": -1`},
+		{"subsystem name", &StartMsg{ID: 1, Subsystem: "exec"}, `"exec" is not a supported subsystem`},
+		{"subsystem tty", &StartMsg{ID: 1, TTY: true, Subsystem: SubsystemSFTP}, `"tty" must be false`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -287,6 +294,8 @@ func FuzzDecodeMessage(f *testing.F) {
 		`{"type":"exit","id":1,"status":137,"signal":"KILL"}`, `{"type":"hello","version":1e3,"software":"x"}`,
 		`{"TYPE":"attach","ID":5}`, `{"type":"start","id":1,"tty":true,"env":[null]}`,
 		"{\"type\":\"error\",\"id\":0,\"message\":\"\\ud800\"}",
+		`{"type":"start","id":1,"tty":false,"subsystem":"sftp","term":"x","rows":1}`,
+		`{"type":"start","id":1,"tty":false,"subsystem":"SFTP"}`, `{"type":"start","id":1,"tty":false,"subsystem":""}`,
 	} {
 		f.Add([]byte(seed))
 	}

@@ -77,8 +77,9 @@ type server struct {
 	// was up (it timed out), after which the connection is closed.
 	writeErr error
 
-	mu    sync.Mutex
-	procs map[uint32]*guestProcess
+	mu         sync.Mutex
+	procs      map[uint32]*guestProcess
+	subsystems map[uint32]*subsystemProcess
 
 	done     chan struct{} // closed when the server shuts down
 	doneOnce sync.Once
@@ -95,6 +96,7 @@ func newServer(session *yamux.Session, opts ServeOptions, logger *slog.Logger) *
 		software:      opts.Software,
 		attachTimeout: opts.AttachTimeout,
 		procs:         make(map[uint32]*guestProcess),
+		subsystems:    make(map[uint32]*subsystemProcess),
 		done:          make(chan struct{}),
 	}
 	if s.shell == "" {
@@ -226,21 +228,34 @@ func (s *server) lookup(id uint32) *guestProcess {
 	return s.procs[id]
 }
 
-func (s *server) start(m *StartMsg) {
-	if !m.TTY {
-		s.sendError(m.ID, "tty false is not supported: protocol version 1 runs every process in a PTY")
-		return
-	}
+// checkNewID returns why a new process with id cannot start, or "" when
+// it can. Processes and subsystems share the ids and the limit.
+func (s *server) checkNewID(id uint32) string {
 	s.mu.Lock()
-	_, duplicate := s.procs[m.ID]
-	running := len(s.procs)
+	_, duplicateProcess := s.procs[id]
+	_, duplicateSubsystem := s.subsystems[id]
+	running := len(s.procs) + len(s.subsystems)
 	s.mu.Unlock()
 	switch {
-	case duplicate:
-		s.sendError(m.ID, fmt.Sprintf("process id %d is already in use", m.ID))
-		return
+	case duplicateProcess || duplicateSubsystem:
+		return fmt.Sprintf("process id %d is already in use", id)
 	case running >= maxProcesses:
-		s.sendError(m.ID, fmt.Sprintf("%d processes already run, the maximum per connection", running))
+		return fmt.Sprintf("%d processes already run, the maximum per connection", running)
+	}
+	return ""
+}
+
+func (s *server) start(m *StartMsg) {
+	if m.Subsystem != "" {
+		s.startSubsystem(m)
+		return
+	}
+	if !m.TTY {
+		s.sendError(m.ID, "tty false is not supported: protocol version 1 runs every command in a PTY, and only a subsystem runs without one")
+		return
+	}
+	if reason := s.checkNewID(m.ID); reason != "" {
+		s.sendError(m.ID, reason)
 		return
 	}
 
@@ -325,10 +340,26 @@ func (s *server) attach(stream *yamux.Stream) {
 		_ = stream.Close()
 		return
 	}
-	p := s.lookup(a.ID)
-	if p == nil || !p.offerStream(&dataStream{stream: stream, input: reader}) {
+	if !s.offerStream(a.ID, &dataStream{stream: stream, input: reader}) {
 		s.logger.Warn("attach to a process that is unknown or already attached", "id", a.ID)
 		_ = stream.Close()
+	}
+}
+
+// offerStream hands ds to the process or subsystem with id. It returns
+// false when there is none or it already has a stream.
+func (s *server) offerStream(id uint32, ds *dataStream) bool {
+	s.mu.Lock()
+	p := s.procs[id]
+	sub := s.subsystems[id]
+	s.mu.Unlock()
+	switch {
+	case p != nil:
+		return p.offerStream(ds)
+	case sub != nil:
+		return sub.offerStream(ds)
+	default:
+		return false
 	}
 }
 

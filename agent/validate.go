@@ -43,6 +43,22 @@ func (m *StartMsg) validate() error {
 			return fmt.Errorf("field %q: opcode %d is not a terminal mode opcode 1..159", "modes", opcode)
 		}
 	}
+	return checkSubsystem(m)
+}
+
+// checkSubsystem checks start's subsystem and the fields that a subsystem
+// must leave empty.
+func checkSubsystem(m *StartMsg) error {
+	switch {
+	case m.Subsystem == "":
+		return nil
+	case m.Subsystem != SubsystemSFTP:
+		return fmt.Errorf("field %q: %s is not a supported subsystem; use %q", "subsystem", quote(m.Subsystem, 32), SubsystemSFTP)
+	case m.Command != "":
+		return fmt.Errorf("field %q must be empty for subsystem %q", "command", m.Subsystem)
+	case m.TTY:
+		return fmt.Errorf("field %q must be false for subsystem %q", "tty", m.Subsystem)
+	}
 	return nil
 }
 

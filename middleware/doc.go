@@ -14,7 +14,10 @@
 //   - VM: boots one microVM per session and destroys it when the session
 //     ends.
 //   - Route: connects the session to the VM, through the VM console when
-//     there is no PTY and through the guest agent when there is one.
+//     there is no PTY and through the guest agent when there is one or
+//     when the session is an SFTP subsystem.
+//   - SFTP: serves the "sftp" subsystem through the same middlewares
+//     (server option), because subsystem requests bypass the chain.
 //
 // In wish.WithMiddleware the last middleware listed runs first, so a full
 // chain is listed innermost first:

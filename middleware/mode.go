@@ -12,6 +12,10 @@ const (
 	// ModePTY runs the guest agent as the VM's workload; it opens a PTY in
 	// the guest and runs the shell or command there.
 	ModePTY
+	// ModeSubsystem runs the guest agent as the VM's workload, as ModePTY
+	// does, and the agent serves the session's subsystem (only "sftp")
+	// itself, without a PTY.
+	ModeSubsystem
 )
 
 func (m Mode) String() string {
@@ -20,14 +24,20 @@ func (m Mode) String() string {
 		return "console"
 	case ModePTY:
 		return "pty"
+	case ModeSubsystem:
+		return "subsystem"
 	default:
 		return "unknown"
 	}
 }
 
-// ModeOf returns how s must be connected: ModePTY when the client requested
-// a PTY, ModeConsole otherwise.
+// ModeOf returns how s must be connected: ModeSubsystem when the client
+// requested a subsystem, ModePTY when it requested a PTY, ModeConsole
+// otherwise.
 func ModeOf(s ssh.Session) Mode {
+	if s.Subsystem() != "" {
+		return ModeSubsystem
+	}
 	if _, ok := PTYRequest(s); ok {
 		return ModePTY
 	}

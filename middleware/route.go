@@ -35,7 +35,7 @@ const (
 
 // Route returns a middleware that connects the session to the VM that the
 // VM middleware booted: the VM console for sessions without a PTY, the
-// guest agent for sessions with one. It sends the exit status and closes
+// guest agent for sessions with one and for the sftp subsystem. It sends the exit status and closes
 // the session, so it must be the innermost middleware, listed first in
 // wish.WithMiddleware. It does not call the handler after it. PTY sessions
 // need the RawPTY server option.
@@ -52,6 +52,8 @@ func Route() wish.Middleware {
 			switch guest.Mode {
 			case ModePTY:
 				routePTY(s, guest)
+			case ModeSubsystem:
+				routeSubsystem(s, guest)
 			default:
 				routeConsole(s, guest)
 			}
@@ -187,48 +189,11 @@ func routePTY(s ssh.Session, guest *Guest) {
 		return
 	}
 
-	// The agent writes its own log to the VM console. It goes to the
-	// server's log, never to the client.
-	_ = vm.Stdin().Close()
-	consoleDone := logConsole(vm, logger)
-	exited := make(chan vmExit, 1)
-	go func() {
-		<-consoleDone
-		status, err := vm.Wait()
-		exited <- vmExit{status: status, err: err}
-	}()
-
-	conn, err := acceptAgent(ctx, guest, exited)
-	if err != nil && clientGone(s, -1) {
+	client, ok := connectAgent(s, guest, "the VM did not start its shell; try again, and tell the operator if it keeps failing")
+	if !ok {
 		return
 	}
-	if err != nil {
-		var userErr *userError
-		if errors.As(err, &userErr) {
-			fail(s, ExitVMFailed, err, userErr.message)
-		} else {
-			fail(s, ExitVMFailed, err, "the VM did not start its shell; try again, and tell the operator if it keeps failing")
-		}
-		return
-	}
-	client, err := agent.Connect(ctx, conn, logger)
-	if err != nil && clientGone(s, -1) {
-		return
-	}
-	if err != nil {
-		_ = conn.Close()
-		message := "the guest agent did not respond; try again, and tell the operator if it keeps failing"
-		if errors.Is(err, agent.ErrVersionMismatch) {
-			message = "the guest agent in this server's rootfs does not match the server; ask the operator to reinstall it with ./install_guest_agent.sh"
-		}
-		fail(s, ExitAgentLost, fmt.Errorf("connect to guest agent: %w", err), message)
-		return
-	}
-	defer func() { _ = client.Close() }()
-	// A client that goes away ends every call on the agent at once, even
-	// if the VM's socket stays open a moment longer.
-	stopCloseOnDisconnect := context.AfterFunc(ctx, func() { _ = client.Close() })
-	defer stopCloseOnDisconnect()
+	defer client.close()
 
 	// An agent that never replies to start must not hold the session open.
 	startCtx, cancelStart := context.WithTimeout(ctx, agentStartTimeout)
@@ -251,17 +216,26 @@ func routePTY(s ssh.Session, guest *Guest) {
 	}
 	logger.Info("guest ready", "signal", "agent connected", "duration", time.Since(guest.Booted))
 
+	stopWindows := make(chan struct{})
+	defer close(stopWindows)
+	go forwardWindowChanges(state, proc, stopWindows, logger)
+	stopSignals := forwardSignals(s, proc, logger)
+	defer stopSignals()
+
+	relayProcess(s, proc, "the connection to the guest agent was lost before the command finished")
+}
+
+// relayProcess copies the channel's data to proc's input and proc's output
+// to the channel, then waits for proc and ends the session with its exit
+// status. lostMessage tells the user that the agent connection broke.
+func relayProcess(s ssh.Session, proc *agent.Process, lostMessage string) {
+	logger := Logger(s.Context())
 	go func() {
 		if _, err := io.Copy(proc, s); err != nil && !isClosedError(err) {
 			logger.Debug("copy client input to guest", "err", err)
 		}
 		_ = proc.CloseWrite()
 	}()
-	stopWindows := make(chan struct{})
-	defer close(stopWindows)
-	go forwardWindowChanges(state, proc, stopWindows, logger)
-	stopSignals := forwardSignals(s, proc, logger)
-	defer stopSignals()
 
 	if _, err := io.Copy(s, proc); err != nil && !isClosedError(err) {
 		logger.Info("copy guest output to client", "err", err)
@@ -271,10 +245,74 @@ func routePTY(s ssh.Session, guest *Guest) {
 		return
 	}
 	if err != nil {
-		fail(s, ExitAgentLost, fmt.Errorf("wait for guest process: %w", err), "the connection to the guest agent was lost before the command finished")
+		fail(s, ExitAgentLost, fmt.Errorf("wait for guest process: %w", err), lostMessage)
 		return
 	}
 	finish(s, Result{Status: status.Code, Signal: status.Signal})
+}
+
+// agentClient is the connection to a session's guest agent.
+type agentClient struct {
+	*agent.Client
+	stopCloseOnDisconnect func() bool
+}
+
+// close closes the connection to the agent.
+func (c *agentClient) close() {
+	c.stopCloseOnDisconnect()
+	_ = c.Client.Close()
+}
+
+// connectAgent waits for the guest agent of guest to connect and runs the
+// protocol handshake. On failure it ends the session, with bootFailure as
+// the message for a VM that ended or failed for no known reason, and
+// returns false.
+func connectAgent(s ssh.Session, guest *Guest, bootFailure string) (*agentClient, bool) {
+	ctx := s.Context()
+	logger := Logger(ctx)
+	vm := guest.VM
+
+	// The agent writes its own log to the VM console. It goes to the
+	// server's log, never to the client.
+	_ = vm.Stdin().Close()
+	consoleDone := logConsole(vm, logger)
+	exited := make(chan vmExit, 1)
+	go func() {
+		<-consoleDone
+		status, err := vm.Wait()
+		exited <- vmExit{status: status, err: err}
+	}()
+
+	conn, err := acceptAgent(ctx, guest, exited)
+	if err != nil && clientGone(s, -1) {
+		return nil, false
+	}
+	if err != nil {
+		var userErr *userError
+		if errors.As(err, &userErr) {
+			fail(s, ExitVMFailed, err, userErr.message)
+		} else {
+			fail(s, ExitVMFailed, err, bootFailure)
+		}
+		return nil, false
+	}
+	client, err := agent.Connect(ctx, conn, logger)
+	if err != nil && clientGone(s, -1) {
+		return nil, false
+	}
+	if err != nil {
+		_ = conn.Close()
+		message := "the guest agent did not respond; try again, and tell the operator if it keeps failing"
+		if errors.Is(err, agent.ErrVersionMismatch) {
+			message = "the guest agent in this server's rootfs does not match the server; ask the operator to reinstall it with ./install_guest_agent.sh"
+		}
+		fail(s, ExitAgentLost, fmt.Errorf("connect to guest agent: %w", err), message)
+		return nil, false
+	}
+	// A client that goes away ends every call on the agent at once, even
+	// if the VM's socket stays open a moment longer.
+	stopCloseOnDisconnect := context.AfterFunc(ctx, func() { _ = client.Close() })
+	return &agentClient{Client: client, stopCloseOnDisconnect: stopCloseOnDisconnect}, true
 }
 
 // acceptAgent waits for the guest agent to connect, and gives up when the
@@ -302,7 +340,7 @@ func acceptAgent(ctx context.Context, guest *Guest, exited <-chan vmExit) (net.C
 		}
 		return a.conn, nil
 	case e := <-exited:
-		return nil, agentExitError(e)
+		return nil, agentExitError(e, guest.Mode)
 	case <-timer.C:
 		return nil, &userError{
 			err:     fmt.Errorf("guest agent did not connect within %s", guest.bootTimeout),
@@ -314,14 +352,15 @@ func acceptAgent(ctx context.Context, guest *Guest, exited <-chan vmExit) (net.C
 }
 
 // agentExitError explains a VM that ended before its agent connected.
-func agentExitError(e vmExit) error {
+func agentExitError(e vmExit, mode Mode) error {
+	need, alternative := agentNeed(mode)
 	switch {
 	case e.err != nil:
 		return &userError{err: fmt.Errorf("boot vm: %w", e.err), message: "the VM failed to boot; try again, and tell the operator if it keeps failing"}
 	case e.status == guestInitNotFound:
 		return &userError{
 			err:     fmt.Errorf("guest init could not find %s (status %d)", rootfs.AgentPath, e.status),
-			message: fmt.Sprintf("PTY sessions need the guest agent, and %s was not found in the VM; ask the operator to run ./install_guest_agent.sh on the rootfs, or connect without a PTY (ssh -T)", rootfs.AgentPath),
+			message: fmt.Sprintf("%s, and %s was not found in the VM; ask the operator to run ./install_guest_agent.sh on the rootfs%s", need, rootfs.AgentPath, alternative),
 		}
 	case e.status == guestInitNotExecutable:
 		return &userError{

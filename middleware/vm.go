@@ -50,7 +50,7 @@ type Guest struct {
 	Booted time.Time
 
 	// agentListener is the host end of the guest agent's vsock port, in
-	// ModePTY.
+	// ModePTY and ModeSubsystem.
 	agentListener net.Listener
 	bootTimeout   time.Duration
 }
@@ -101,7 +101,7 @@ func WithRuntimeDir(dir string) VMOption {
 	return func(c *vmConfig) { c.runtimeDir = dir }
 }
 
-// WithBootTimeout sets how long a PTY session waits for the guest agent to
+// WithBootTimeout sets how long a PTY or SFTP session waits for the guest agent to
 // connect after the VM starts. The default is 30 seconds.
 func WithBootTimeout(d time.Duration) VMOption {
 	return func(c *vmConfig) {
@@ -197,22 +197,10 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 	}
 
 	switch mode {
-	case ModePTY:
-		ok, err := rootfs.HasAgent(cfg.rootfs)
-		if err != nil {
+	case ModePTY, ModeSubsystem:
+		if err := checkAgent(cfg.rootfs, mode); err != nil {
 			removeDir()
-			return nil, nil, &userError{
-				err:     fmt.Errorf("guest agent in rootfs %q cannot run: %w", cfg.rootfs, err),
-				message: fmt.Sprintf("PTY sessions need the guest agent, and %s in this server's rootfs cannot run; ask the operator to reinstall it with ./install_guest_agent.sh, or connect without a PTY (ssh -T)", rootfs.AgentPath),
-			}
-		}
-		if !ok {
-			removeDir()
-			missing := rootfs.AgentMissingError(cfg.rootfs)
-			return nil, nil, &userError{
-				err:     missing,
-				message: fmt.Sprintf("PTY sessions need the guest agent, and %s is missing from this server's rootfs; ask the operator to run ./install_guest_agent.sh on it, or connect without a PTY (ssh -T)", rootfs.AgentPath),
-			}
+			return nil, nil, err
 		}
 		socketPath := filepath.Join(sessionDir, "agent.sock")
 		ln, err := agent.Listen(socketPath)
@@ -256,6 +244,36 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 		logger.Info("vm stop", "status", status, "lifetime", time.Since(guest.Booted), "err", werr)
 	}
 	return guest, cleanup, nil
+}
+
+// agentNeed starts the sentence that tells the user why mode needs the
+// guest agent, and agentAlternative ends it with what the user can do
+// without the agent.
+func agentNeed(mode Mode) (need, alternative string) {
+	if mode == ModeSubsystem {
+		return "SFTP and scp need the guest agent", ""
+	}
+	return "PTY sessions need the guest agent", ", or connect without a PTY (ssh -T)"
+}
+
+// checkAgent returns a *userError when the guest agent that mode needs is
+// missing from the rootfs at dir or cannot run.
+func checkAgent(dir string, mode Mode) error {
+	need, alternative := agentNeed(mode)
+	ok, err := rootfs.HasAgent(dir)
+	if err != nil {
+		return &userError{
+			err:     fmt.Errorf("guest agent in rootfs %q cannot run: %w", dir, err),
+			message: fmt.Sprintf("%s, and %s in this server's rootfs cannot run; ask the operator to reinstall it with ./install_guest_agent.sh%s", need, rootfs.AgentPath, alternative),
+		}
+	}
+	if !ok {
+		return &userError{
+			err:     rootfs.AgentMissingError(dir),
+			message: fmt.Sprintf("%s, and %s is missing from this server's rootfs; ask the operator to run ./install_guest_agent.sh on it%s", need, rootfs.AgentPath, alternative),
+		}
+	}
+	return nil
 }
 
 // connectionEnv returns SSH_CONNECTION and SSH_CLIENT as sshd sets them:

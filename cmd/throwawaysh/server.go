@@ -32,6 +32,11 @@ func newServer(cfg config, launcher krun.Launcher, logger *slog.Logger) (*ssh.Se
 		logger.Info("host key loaded", "path", cfg.HostKeyPath, "fingerprint", fingerprint(signer))
 	}
 
+	chain := []wish.Middleware{
+		middleware.Route(),
+		middleware.VM(launcher, middleware.WithRootfs(cfg.Rootfs)),
+		middleware.Logging(logger),
+	}
 	options := []ssh.Option{
 		wish.WithAddress(cfg.ListenAddr),
 		func(srv *ssh.Server) error {
@@ -45,11 +50,10 @@ func newServer(cfg config, launcher krun.Launcher, logger *slog.Logger) (*ssh.Se
 		middleware.PasswordAuth(cfg.Username, cfg.Password, logger),
 		middleware.RawPTY(),
 		middleware.FilterRequests(append(slices.Clone(middleware.DefaultAcceptEnv), cfg.AcceptEnv...), logger),
-		wish.WithMiddleware(
-			middleware.Route(),
-			middleware.VM(launcher, middleware.WithRootfs(cfg.Rootfs)),
-			middleware.Logging(logger),
-		),
+		wish.WithMiddleware(chain...),
+		// Subsystem requests bypass the middleware chain, so SFTP gets
+		// the same chain for its own handler.
+		middleware.SFTP(chain...),
 	}
 	if cfg.AllowPasswordless {
 		options = append(options, middleware.AllowPasswordless(logger))
