@@ -171,6 +171,12 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 	}
 
 	mode := ModeOf(s)
+	if mode == ModeConsole && isLegacySCP(s.RawCommand()) && !hasProgram(cfg.rootfs, "scp") {
+		return nil, nil, &userError{
+			err:     errors.New("legacy scp requested and the rootfs has no scp"),
+			message: "legacy scp (scp -O) needs scp in the VM, and this server's rootfs has none; run scp without -O, which uses SFTP",
+		}
+	}
 	spec := krun.Spec{
 		ID:        SessionID(s.Context()),
 		Root:      cfg.rootfs,
@@ -356,4 +362,31 @@ func validEnvName(name string) bool {
 // backslash, quote, quote.
 func shellQuote(value string) string {
 	return "'" + strings.ReplaceAll(value, "'", `'\''`) + "'"
+}
+
+// isLegacySCP reports whether command is the server side of the legacy
+// scp protocol, which the OpenSSH client runs for "scp -O".
+func isLegacySCP(command string) bool {
+	fields := strings.Fields(command)
+	if len(fields) < 2 || fields[0] != "scp" {
+		return false
+	}
+	for _, arg := range fields[1:] {
+		if strings.HasPrefix(arg, "-") && (strings.Contains(arg, "t") || strings.Contains(arg, "f")) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasProgram reports whether the rootfs has name in a standard bin
+// directory. It follows symbolic links on the host, so it can err towards
+// yes, which only leaves the guest shell to report the missing program.
+func hasProgram(root, name string) bool {
+	for _, dir := range []string{"usr/local/bin", "usr/bin", "bin", "usr/sbin", "sbin"} {
+		if info, err := os.Stat(filepath.Join(root, dir, name)); err == nil && !info.IsDir() {
+			return true
+		}
+	}
+	return false
 }

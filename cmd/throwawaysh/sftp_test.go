@@ -186,3 +186,19 @@ func TestSFTPWithoutAgent(t *testing.T) {
 		t.Errorf("sftp stderr does not explain the missing agent: %q", result.stderr)
 	}
 }
+
+func TestLegacySCPWithoutSCPFailsClearly(t *testing.T) {
+	srv := startServer(t, testConfig(t, krtest.Rootfs(t, true)), &krtest.Launcher{})
+	local := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(local, []byte("data\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"-O"}, srv.fileTransferArgs()...)
+	got := runTransfer(t, "scp", append(args, local, "test@127.0.0.1:"+filepath.Join(t.TempDir(), "copy"))...)
+	if got.status == 0 {
+		t.Fatalf("scp -O succeeded without scp in the rootfs: %s", got.stderr)
+	}
+	if !strings.Contains(string(got.stderr), "scp without -O") {
+		t.Errorf("scp -O stderr = %q, want the throwawaysh hint", got.stderr)
+	}
+}
