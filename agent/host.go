@@ -110,6 +110,11 @@ type Client struct {
 	err    error         // reason the client stopped, set once
 	done   chan struct{} // closed when err is set
 
+	// console receives the console report (exit with ConsoleID), of which
+	// an agent may send one.
+	console     chan ExitStatus
+	consoleSent bool
+
 	// errorLog limits how many error messages from the agent are logged.
 	errorLog *logLimiter
 	wg       sync.WaitGroup
@@ -162,6 +167,7 @@ func Connect(ctx context.Context, conn net.Conn, logger *slog.Logger) (*Client, 
 		control:  control,
 		procs:    make(map[uint32]*Process),
 		done:     make(chan struct{}),
+		console:  make(chan ExitStatus, 1),
 		errorLog: newLogLimiter(10, time.Minute),
 	}
 	c.wg.Add(2)
@@ -318,6 +324,9 @@ func (c *Client) handleStarted(m *StartedMsg) error {
 }
 
 func (c *Client) handleExit(m *ExitMsg) error {
+	if m.ID == ConsoleID {
+		return c.handleConsoleExit(m)
+	}
 	c.mu.Lock()
 	p := c.procs[m.ID]
 	if p == nil || p.state != stateRunning {
@@ -337,6 +346,38 @@ func (c *Client) handleExit(m *ExitMsg) error {
 	}
 	close(p.exited)
 	return nil
+}
+
+func (c *Client) handleConsoleExit(m *ExitMsg) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.consoleSent {
+		return errors.New("the agent sent a second console exit report")
+	}
+	c.consoleSent = true
+	c.console <- ExitStatus{Code: m.Status, Signal: m.Signal}
+	return nil
+}
+
+// ConsoleExit waits for the report of an agent started with --exec: how the
+// command it ran on the VM console ended. It returns ctx's error when ctx
+// ends first, and an error that wraps ErrAgentLost when the connection ends
+// without a report. Call it at most once per Client.
+func (c *Client) ConsoleExit(ctx context.Context) (ExitStatus, error) {
+	select {
+	case status := <-c.console:
+		return status, nil
+	case <-c.done:
+		// The agent may send its report and close the connection at once.
+		select {
+		case status := <-c.console:
+			return status, nil
+		default:
+		}
+		return ExitStatus{}, fmt.Errorf("agent: wait for the console exit report: %w", c.stopErr())
+	case <-ctx.Done():
+		return ExitStatus{}, fmt.Errorf("agent: wait for the console exit report: %w", context.Cause(ctx))
+	}
 }
 
 // endStream ends the data stream of a process whose exit arrived. Input can

@@ -1,4 +1,5 @@
-// Package agent implements the guest agent of PTY sessions, the host-side
+// Package agent implements the guest agent of PTY and SFTP sessions, its
+// exit reporter for sessions without a PTY (RunConsole), the host-side
 // client that drives it, and the wire protocol between them.
 //
 // For an SSH session with a PTY the host boots a VM whose workload is the
@@ -124,6 +125,17 @@
 //   - exit carries the exit code, or 128+N and the signal's name when signal
 //     N killed the process, as a shell reports it. Signal names in exit use
 //     Linux numbering whatever the host's OS, because the guest is Linux.
+//   - exit with id 0 is the console report. Without a PTY the host runs the
+//     command as the VM's workload with its stdin, stdout and stderr on the
+//     VM console, so that the bytes stay exact. The VM's exit status then
+//     holds only 128+N for signal N, which cannot be told from "exit 143".
+//     So when the rootfs has the agent, the workload is the agent started
+//     with --exec: it runs the command as its child on the console, dials
+//     the host and, once the child has ended, sends one exit with id 0 and
+//     the exact status and signal. The host opens no stream and sends
+//     nothing after hello on such a connection, and the agent accepts no
+//     requests on it. The agent then exits with the child's status, so the
+//     VM's status still tells the code when the report is lost.
 //   - error reports a request that failed. For a running process it changes
 //     nothing else, and exit still follows.
 //   - Either side may close the connection at any time. The agent then
@@ -180,6 +192,11 @@ const (
 	// the kernel's 16-bit struct winsize fields.
 	MaxDimension = math.MaxUint16
 )
+
+// ConsoleID is the id of the exit message that an agent started with
+// --exec sends for the command it runs on the VM console. No process
+// started with start has it, because those ids start at 1.
+const ConsoleID uint32 = 0
 
 // Message types, the values of the "type" field.
 const (
@@ -265,6 +282,8 @@ type SignalMsg struct {
 
 // ExitMsg reports how process ID ended. It follows all of its output.
 type ExitMsg struct {
+	// ID is the process id, or ConsoleID for the report of an agent that
+	// runs the console command (--exec).
 	ID uint32 `json:"id"`
 	// Status is the exit code, or 128+N when signal N killed the process.
 	Status int `json:"status"`
@@ -405,7 +424,8 @@ func (w *wireMessage) message() (Message, error) {
 		m = &SignalMsg{ID: f.id(w.ID), Signal: f.text("signal", w.Signal, true)}
 	case TypeExit:
 		m = &ExitMsg{
-			ID:     f.id(w.ID),
+			// Id 0 is the console report.
+			ID:     uint32(f.integer("id", w.ID, 0, math.MaxUint32, true)),
 			Status: int(f.integer("status", w.Status, 0, 255, true)),
 			Signal: f.text("signal", w.Signal, false),
 		}

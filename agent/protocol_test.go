@@ -28,6 +28,7 @@ func validMessages() []Message {
 		&ExitMsg{ID: 1, Status: 0},
 		&ExitMsg{ID: 1, Status: 255},
 		&ExitMsg{ID: 1, Status: 143, Signal: "TERM"},
+		&ExitMsg{ID: ConsoleID, Status: 143, Signal: "TERM"},
 		&ErrorMsg{ID: 0, Message: "connection-level\tproblem"},
 		&ErrorMsg{ID: 3, Message: "no process with id 3"},
 		&AttachMsg{ID: 2},
@@ -291,7 +292,8 @@ func FuzzDecodeMessage(f *testing.F) {
 	}
 	for _, seed := range []string{
 		``, `{}`, `null`, `[]`, `{"type":null}`, `{"type":"start","id":1,"tty":true,"modes":{"1":3,"053":1}}`,
-		`{"type":"exit","id":1,"status":137,"signal":"KILL"}`, `{"type":"hello","version":1e3,"software":"x"}`,
+		`{"type":"exit","id":1,"status":137,"signal":"KILL"}`, `{"type":"exit","id":0,"status":143,"signal":"TERM"}`,
+		`{"type":"exit","id":-1,"status":0}`, `{"type":"hello","version":1e3,"software":"x"}`,
 		`{"TYPE":"attach","ID":5}`, `{"type":"start","id":1,"tty":true,"env":[null]}`,
 		"{\"type\":\"error\",\"id\":0,\"message\":\"\\ud800\"}",
 		`{"type":"start","id":1,"tty":false,"subsystem":"sftp","term":"x","rows":1}`,

@@ -87,9 +87,7 @@ func (m *SignalMsg) validate() error {
 }
 
 func (m *ExitMsg) validate() error {
-	if err := checkID(m.ID); err != nil {
-		return err
-	}
+	// Every id is valid here, because id 0 is the console report.
 	if m.Status < 0 || m.Status > 255 {
 		return fmt.Errorf("field %q: %d is out of range 0..255", "status", m.Status)
 	}

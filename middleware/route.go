@@ -84,6 +84,13 @@ func routeConsole(s ssh.Session, guest *Guest) {
 	vm := guest.VM
 	defer killOnDisconnect(s, vm)()
 
+	var report <-chan consoleReport
+	if guest.agentListener != nil {
+		reportCtx, cancelReport := context.WithCancel(s.Context())
+		defer cancelReport()
+		report = awaitConsoleReport(reportCtx, guest.agentListener, logger)
+	}
+
 	// Nothing waits for this copy, because a command that does not read
 	// stdin must still finish and the client may never send end of file.
 	// It ends when the channel closes or a write to the ended VM fails.
@@ -125,7 +132,68 @@ func routeConsole(s ssh.Session, guest *Guest) {
 		fail(s, ExitVMFailed, err, "the VM failed to boot; try again, and tell the operator if it keeps failing")
 		return
 	}
-	finish(s, Result{Status: status})
+	finish(s, consoleResult(status, report, logger))
+}
+
+// consoleReportTimeout bounds the wait, after the VM ended, for the guest
+// agent's report of how the console command ended. The agent sends it
+// before it exits, so it is normally there already.
+const consoleReportTimeout = 3 * time.Second
+
+// consoleReport is the guest agent's report of how the console command
+// ended, or why there is none.
+type consoleReport struct {
+	status agent.ExitStatus
+	err    error
+}
+
+// awaitConsoleReport accepts the guest agent of a console session and
+// waits for its exit report, until ctx ends. It closes ln when it returns.
+func awaitConsoleReport(ctx context.Context, ln net.Listener, logger *slog.Logger) <-chan consoleReport {
+	report := make(chan consoleReport, 1)
+	// Closing the listener ends the Accept below once ctx ends.
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	go func() {
+		defer stop()
+		defer func() { _ = ln.Close() }()
+		conn, err := ln.Accept()
+		if err != nil {
+			report <- consoleReport{err: fmt.Errorf("accept guest agent connection: %w", err)}
+			return
+		}
+		client, err := agent.Connect(ctx, conn, logger)
+		if err != nil {
+			report <- consoleReport{err: fmt.Errorf("connect to guest agent: %w", err)}
+			return
+		}
+		status, err := client.ConsoleExit(ctx)
+		// The agent exits once the host closes the connection.
+		_ = client.Close()
+		report <- consoleReport{status: status, err: err}
+	}()
+	return report
+}
+
+// consoleResult returns the result of a console session whose VM ended with
+// vmStatus. The agent's report, when it arrives in time, wins, because
+// only it can distinguish a signal from an exit code of 128+N.
+func consoleResult(vmStatus int, report <-chan consoleReport, logger *slog.Logger) Result {
+	if report == nil {
+		return Result{Status: vmStatus}
+	}
+	timer := time.NewTimer(consoleReportTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-report:
+		if r.err != nil {
+			logger.Info("no console exit report from the guest agent; using the VM status", "status", vmStatus, "err", r.err)
+			return Result{Status: vmStatus}
+		}
+		return Result{Status: r.status.Code, Signal: r.status.Signal}
+	case <-timer.C:
+		logger.Info("no console exit report from the guest agent in time; using the VM status", "status", vmStatus, "timeout", consoleReportTimeout)
+		return Result{Status: vmStatus}
+	}
 }
 
 // clientGone reports whether the client's connection has ended, and then
@@ -227,7 +295,8 @@ func routePTY(s ssh.Session, guest *Guest) {
 
 // relayProcess copies the channel's data to proc's input and proc's output
 // to the channel, then waits for proc and ends the session with its exit
-// status. lostMessage tells the user that the agent connection broke.
+// status. lostMessage is the sentence for the user when the agent
+// connection breaks.
 func relayProcess(s ssh.Session, proc *agent.Process, lostMessage string) {
 	logger := Logger(s.Context())
 	go func() {

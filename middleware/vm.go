@@ -50,7 +50,8 @@ type Guest struct {
 	Booted time.Time
 
 	// agentListener is the host end of the guest agent's vsock port, in
-	// ModePTY and ModeSubsystem.
+	// ModePTY and ModeSubsystem, and in ModeConsole when the rootfs has
+	// the agent.
 	agentListener net.Listener
 	bootTimeout   time.Duration
 }
@@ -208,19 +209,29 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 			removeDir()
 			return nil, nil, err
 		}
-		socketPath := filepath.Join(sessionDir, "agent.sock")
-		ln, err := agent.Listen(socketPath)
-		if err != nil {
+		if err := listenAgent(guest, &spec, sessionDir); err != nil {
 			removeDir()
-			return nil, nil, fmt.Errorf("listen for guest agent: %w", err)
+			return nil, nil, err
 		}
-		guest.agentListener = ln
-		spec.Exec = rootfs.AgentPath
-		spec.Args = []string{"--vsock-port", strconv.FormatUint(uint64(agent.DefaultVsockPort), 10)}
-		spec.VsockPorts = []krun.VsockPort{{Port: agent.DefaultVsockPort, Path: socketPath}}
 	default:
-		spec.Exec = rootfs.ShellPath
-		spec.Args, spec.Files = consoleWorkload(s.RawCommand(), clientEnv(s, logger))
+		shellArgs, files := consoleWorkload(s.RawCommand(), clientEnv(s, logger))
+		spec.Exec, spec.Args, spec.Files = rootfs.ShellPath, shellArgs, files
+		hasAgent, err := rootfs.HasAgent(cfg.rootfs)
+		if err != nil {
+			logger.Warn("guest agent cannot run; console session reports signals as 128+N", "err", err)
+		}
+		if hasAgent {
+			// The agent runs the same shell on the console and reports
+			// a signal by name, which the VM's exit status cannot.
+			// NOTE: tested only with the krtest launcher here, not on a
+			// libkrun VM, where the report travels over vsock.
+			if err := listenAgent(guest, &spec, sessionDir); err != nil {
+				removeDir()
+				return nil, nil, err
+			}
+			spec.Args = append(spec.Args, "--exec", "--", rootfs.ShellPath)
+			spec.Args = append(spec.Args, shellArgs...)
+		}
 	}
 
 	start := time.Now()
@@ -252,7 +263,23 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 	return guest, cleanup, nil
 }
 
-// agentNeed starts the sentence that tells the user why mode needs the
+// listenAgent creates the socket of the guest agent's vsock port in
+// sessionDir and sets spec to run the agent, with the vsock flag as its only
+// arguments.
+func listenAgent(guest *Guest, spec *krun.Spec, sessionDir string) error {
+	socketPath := filepath.Join(sessionDir, "agent.sock")
+	ln, err := agent.Listen(socketPath)
+	if err != nil {
+		return fmt.Errorf("listen for guest agent: %w", err)
+	}
+	guest.agentListener = ln
+	spec.Exec = rootfs.AgentPath
+	spec.Args = []string{"--vsock-port", strconv.FormatUint(uint64(agent.DefaultVsockPort), 10)}
+	spec.VsockPorts = []krun.VsockPort{{Port: agent.DefaultVsockPort, Path: socketPath}}
+	return nil
+}
+
+// agentNeed starts the sentence that explains to the user why mode needs the
 // guest agent, and agentAlternative ends it with what the user can do
 // without the agent.
 func agentNeed(mode Mode) (need, alternative string) {

@@ -203,3 +203,81 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+func TestBinaryExecReportsSignal(t *testing.T) {
+	binary := buildAgent(t)
+	dir, err := os.MkdirTemp("", "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	socket := filepath.Join(dir, "a.sock")
+	ln, err := agent.Listen(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type report struct {
+		status agent.ExitStatus
+		err    error
+	}
+	reports := make(chan report, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			reports <- report{err: err}
+			return
+		}
+		client, err := agent.Connect(context.Background(), conn, nil)
+		if err != nil {
+			reports <- report{err: err}
+			return
+		}
+		status, err := client.ConsoleExit(context.Background())
+		_ = client.Close()
+		reports <- report{status: status, err: err}
+	}()
+
+	// The agent's stdout and stderr are the user's, so it must write
+	// nothing of its own to them.
+	var stdout, stderr syncBuffer
+	cmd := exec.Command(binary, "--connect", "unix:"+socket, "--exec", "--", "/bin/sh", "-c", "echo out; echo err >&2; kill -TERM $$")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 143 {
+		t.Errorf("agent exited with %v, want status 143", err)
+	}
+	if stdout.String() != "out\n" {
+		t.Errorf("stdout = %q, want %q", stdout.String(), "out\n")
+	}
+	if stderr.String() != "err\n" {
+		t.Errorf("stderr = %q, want only the command's %q", stderr.String(), "err\n")
+	}
+	select {
+	case r := <-reports:
+		if r.err != nil {
+			t.Fatalf("host: %v", r.err)
+		}
+		if r.status != (agent.ExitStatus{Code: 143, Signal: "TERM"}) {
+			t.Errorf("host got %+v, want 143 TERM", r.status)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the host got no report within 10 seconds")
+	}
+}
+
+func TestBinaryExecWithoutCommand(t *testing.T) {
+	binary := buildAgent(t)
+	var stderr bytes.Buffer
+	cmd := exec.Command(binary, "--exec")
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 2 {
+		t.Errorf("agent exited with %v, want status 2", err)
+	}
+	if !strings.Contains(stderr.String(), "needs a command after --") {
+		t.Errorf("stderr = %q, want the missing command explained", stderr.String())
+	}
+}

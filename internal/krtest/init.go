@@ -110,7 +110,13 @@ func guestArgs(spec krun.Spec) []string {
 	if i := slices.Index(args, "--vsock-port"); i >= 0 && i+1 < len(args) {
 		for _, port := range spec.VsockPorts {
 			if fmt.Sprint(port.Port) == args[i+1] {
-				args = append(args, "--connect", "unix:"+port.Path)
+				// Flags end at "--", after which the agent's --exec
+				// command follows.
+				end := slices.Index(args, "--")
+				if end < 0 {
+					end = len(args)
+				}
+				args = slices.Insert(args, end, "--connect", "unix:"+port.Path)
 			}
 		}
 	}
