@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -183,4 +186,49 @@ func TestNoCarriageReturnWithoutPTY(t *testing.T) {
 			t.Errorf("stdout %q stderr %q, want no carriage returns", got.stdout, got.stderr)
 		}
 	})
+}
+
+// A client that stops reading must hold the command back through SSH flow
+// control, not make the server buffer its output. The guest counts the
+// 64 KiB blocks it has written into a file that the test reads; with the
+// test launcher the guest's files are host files.
+func TestSlowReaderHoldsBackOutput(t *testing.T) {
+	srv := startServer(t, testConfig(t, krtestRootfs(t)), testLauncher())
+	session, err := srv.dialGo(t, "test", testPassword).NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := session.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	progress := filepath.Join(t.TempDir(), "progress")
+	const blocks = 1024 // 64 MiB in all
+	command := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do head -c 65536 /dev/zero; i=$((i+1)); echo $i > %s; done`, blocks, progress)
+	if err := session.Start(command); err != nil {
+		t.Fatal(err)
+	}
+
+	// Read nothing for a while, then look at how far the guest got.
+	time.Sleep(2 * time.Second)
+	data, _ := os.ReadFile(progress)
+	written, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	// The SSH window (2 MiB in x/crypto/ssh), the agent's and the pipes'
+	// buffers allow a few MiB in flight; 16 MiB is far above that and far
+	// below the 64 MiB an unbounded server would take in.
+	t.Logf("guest wrote %d KiB", written*64)
+	if written*64 > 16<<10 {
+		t.Errorf("guest wrote %d KiB while the client read nothing; output is not held back", written*64)
+	}
+
+	n, err := io.Copy(io.Discard, stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != blocks*65536 {
+		t.Errorf("read %d bytes, want %d", n, blocks*65536)
+	}
+	if status := exitStatusOf(t, session.Wait()); status != 0 {
+		t.Errorf("exit status = %d, want 0", status)
+	}
 }
