@@ -267,6 +267,13 @@ func (srv *testServer) runSSH(t *testing.T, call sshCall) sshResult {
 	cmd := exec.Command(requireOpenSSH(t), args...)
 	cmd.Env = askpassEnv(t, call.password)
 	cmd.Stdin = call.stdin
+	return runClient(t, cmd)
+}
+
+// runClient runs an OpenSSH client program and collects its output and
+// exit status, failing the test if it takes longer than a minute.
+func runClient(t *testing.T, cmd *exec.Cmd) sshResult {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
@@ -279,7 +286,7 @@ func (srv *testServer) runSSH(t *testing.T, call sshCall) sshResult {
 	case <-time.After(time.Minute):
 		_ = cmd.Process.Kill()
 		<-done
-		t.Fatalf("ssh %q did not finish within a minute; stderr: %s", call.options, stderr.String())
+		t.Fatalf("%q did not finish within a minute; stderr: %s", cmd.Args, stderr.String())
 	}
 	return sshResult{stdout: stdout.Bytes(), stderr: stderr.Bytes(), status: cmd.ProcessState.ExitCode()}
 }
@@ -298,6 +305,27 @@ func (srv *testServer) dialGo(t *testing.T, user, password string) *gossh.Client
 	}
 	t.Cleanup(func() { _ = client.Close() })
 	return client
+}
+
+// goSession opens a session on a new x/crypto/ssh connection to srv.
+func (srv *testServer) goSession(t *testing.T) *gossh.Session {
+	t.Helper()
+	session, err := srv.dialGo(t, "test", testPassword).NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return session
+}
+
+// exitErrorOf returns the remote exit status or signal in err, failing the
+// test when the session ended without either.
+func exitErrorOf(t *testing.T, err error) *gossh.ExitError {
+	t.Helper()
+	var exitErr *gossh.ExitError
+	if !errors.As(err, &exitErr) {
+		t.Fatalf("session ended with %v, want an exit status or signal", err)
+	}
+	return exitErr
 }
 
 // exitStatusOf returns the remote exit status in err from a Go client

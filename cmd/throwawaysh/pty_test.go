@@ -150,17 +150,13 @@ func TestPTYCommandWithForcedTerminal(t *testing.T) {
 func TestPTYOutputBytesUntouched(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
-		client := srv.dialGo(t, "test", testPassword)
-		session, err := client.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
+		session := srv.goSession(t)
 		if err := session.RequestPty("xterm", 24, 80, gossh.TerminalModes{}); err != nil {
 			t.Fatal(err)
 		}
 		var stdout bytes.Buffer
 		session.Stdout = &stdout
-		err = session.Run("stty -onlcr; printf 'one\\ntwo\\n'")
+		err := session.Run("stty -onlcr; printf 'one\\ntwo\\n'")
 		if status := exitStatusOf(t, err); status != 0 {
 			t.Fatalf("exit status = %d, want 0; output %q", status, stdout.String())
 		}
@@ -253,10 +249,7 @@ func TestPTYMissingAgentFailsFast(t *testing.T) {
 func TestPTYLongCommandIntact(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
-		session, err := srv.dialGo(t, "test", testPassword).NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
+		session := srv.goSession(t)
 		if err := session.RequestPty("xterm", 24, 80, gossh.TerminalModes{}); err != nil {
 			t.Fatal(err)
 		}
@@ -265,7 +258,7 @@ func TestPTYLongCommandIntact(t *testing.T) {
 		// The agent runs "sh -c command" as sshd does, so one argument of
 		// Linux's at most 128 KiB bounds the command, here as there.
 		command := "#" + strings.Repeat("z", 100<<10) + "\necho \"it's\" 'grüße'; exit 4"
-		err = session.Run(command)
+		err := session.Run(command)
 		if status := exitStatusOf(t, err); status != 4 {
 			t.Errorf("exit status = %d, want 4; output %q", status, stdout.String())
 		}

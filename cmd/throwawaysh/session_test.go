@@ -22,11 +22,7 @@ func TestExecOutputAndExitStatus(t *testing.T) {
 			t.Errorf("exit status = %d, want 3 (stderr %q)", got.status, got.stderr)
 		}
 
-		client := srv.dialGo(t, "test", testPassword)
-		session, err := client.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
+		session := srv.goSession(t)
 		out, err := session.Output("echo go-client; exit 5")
 		if string(out) != "go-client\n" {
 			t.Errorf("go client stdout = %q, want %q", out, "go-client\n")
@@ -111,10 +107,7 @@ func TestExecCommandTextIntact(t *testing.T) {
 		if string(got.stdout) != "long-command-ok\n" {
 			t.Errorf("100 KiB command: stdout = %q, want %q (stderr %q)", got.stdout, "long-command-ok\n", got.stderr)
 		}
-		session, err := srv.dialGo(t, "test", testPassword).NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
+		session := srv.goSession(t)
 		longer := "#" + strings.Repeat("y", 200<<10) + "\necho longer-command-ok"
 		out, err := session.Output(longer)
 		if string(out) != "longer-command-ok\n" || exitStatusOf(t, err) != 0 {

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/throwawaysh/throwawaysh/internal/krtest"
 )
@@ -43,21 +42,7 @@ func runTransfer(t *testing.T, name string, args ...string) sshResult {
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Env = askpassEnv(t, testPassword)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("%s did not finish within a minute; stderr: %s", name, stderr.String())
-	}
-	return sshResult{stdout: stdout.Bytes(), stderr: stderr.Bytes(), status: cmd.ProcessState.ExitCode()}
+	return runClient(t, cmd)
 }
 
 // remoteDir returns a directory in the guest for uploads. With the test

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"errors"
 	"testing"
-
-	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/throwawaysh/throwawaysh/internal/krtest"
 )
@@ -17,20 +14,12 @@ import (
 func TestConsoleSignalReportedByName(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
-		client := srv.dialGo(t, "test", testPassword)
 
-		session, err := client.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := session.Output("echo before; kill -TERM $$; echo after")
+		out, err := srv.goSession(t).Output("echo before; kill -TERM $$; echo after")
 		if string(out) != "before\n" {
 			t.Errorf("stdout = %q, want %q", out, "before\n")
 		}
-		var exitErr *gossh.ExitError
-		if !errors.As(err, &exitErr) {
-			t.Fatalf("session ended with %v, want an exit-signal", err)
-		}
+		exitErr := exitErrorOf(t, err)
 		if exitErr.Signal() != "TERM" {
 			t.Errorf("signal = %q (status %d), want TERM", exitErr.Signal(), exitErr.ExitStatus())
 		}
@@ -40,17 +29,8 @@ func TestConsoleSignalReportedByName(t *testing.T) {
 func TestConsoleExit143IsNoSignal(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
-		client := srv.dialGo(t, "test", testPassword)
 
-		session, err := client.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = session.Run("exit 143")
-		var exitErr *gossh.ExitError
-		if !errors.As(err, &exitErr) {
-			t.Fatalf("session ended with %v, want exit status 143", err)
-		}
+		exitErr := exitErrorOf(t, srv.goSession(t).Run("exit 143"))
 		if exitErr.ExitStatus() != 143 {
 			t.Errorf("exit status = %d, want 143", exitErr.ExitStatus())
 		}
@@ -78,17 +58,8 @@ func TestConsoleSignalOpenSSHExits255(t *testing.T) {
 
 func TestConsoleSignalWithoutAgentKeepsStatus(t *testing.T) {
 	srv := startServer(t, testConfig(t, krtest.Rootfs(t, false)), testLauncher())
-	client := srv.dialGo(t, "test", testPassword)
 
-	session, err := client.NewSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = session.Run("kill -TERM $$")
-	var exitErr *gossh.ExitError
-	if !errors.As(err, &exitErr) {
-		t.Fatalf("session ended with %v, want exit status 143", err)
-	}
+	exitErr := exitErrorOf(t, srv.goSession(t).Run("kill -TERM $$"))
 	if exitErr.ExitStatus() != 143 {
 		t.Errorf("exit status = %d, want 143", exitErr.ExitStatus())
 	}

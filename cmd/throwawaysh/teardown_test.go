@@ -60,11 +60,7 @@ func TestClientKilledEndsVM(t *testing.T) {
 func TestPTYSignalRequestReachesCommand(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
-		client := srv.dialGo(t, "test", testPassword)
-		session, err := client.NewSession()
-		if err != nil {
-			t.Fatal(err)
-		}
+		session := srv.goSession(t)
 		if err := session.RequestPty("xterm", 24, 80, gossh.TerminalModes{}); err != nil {
 			t.Fatal(err)
 		}
