@@ -145,7 +145,7 @@ func TestRunConsoleForwardsSignal(t *testing.T) {
 	stdout, stderr, read := consoleFiles(t)
 	signals := make(chan os.Signal, 1)
 
-	// The command tells through a file that its trap is set, and only then
+	// The command signals through a file that its trap is set, and only then
 	// gets the signal, so the trap decides the status.
 	ready := filepath.Join(t.TempDir(), "ready")
 	go func() {

@@ -178,7 +178,8 @@ func (p *guestProcess) control(fn func(fd int) error) error {
 	return fnErr
 }
 
-// streamSlot is where a process waits for its one data stream.
+// streamSlot is the place in which a process waits for its one data
+// stream.
 type streamSlot struct {
 	streams  chan *dataStream // receives the data stream once
 	attached atomic.Bool      // set when a stream was offered, or the wait for one ended

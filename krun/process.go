@@ -32,7 +32,7 @@ type processVM struct {
 // dies first.
 //
 // Both the libkrun launcher and test launchers use it, so the host side of a
-// session sees the same process, pipes and exit statuses either way.
+// session gets the same process, pipes and exit statuses either way.
 func StartProcess(cmd *exec.Cmd) (VM, error) {
 	if cmd.Stdin != nil || cmd.Stdout != nil || cmd.Stderr != nil {
 		return nil, errors.New("krun: StartProcess needs a command without stdio set")

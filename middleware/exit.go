@@ -32,9 +32,9 @@ type Result struct {
 	Signal string
 	// Err is the failure of throwawaysh itself, if any.
 	Err error
-	// Gone is true when the client's connection ended before the session
-	// did, so no status reached it; Status is then the VM's, or -1.
-	Gone bool
+	// ClientGone is true when the client's connection ended before the
+	// session did, so no status reached it. Status is then the VM's, or -1.
+	ClientGone bool
 }
 
 // SessionResult returns the result Route stored for the session, and

@@ -55,7 +55,7 @@ func Logging(logger *slog.Logger) wish.Middleware {
 				if r.Err != nil {
 					end = append(end, "err", r.Err)
 				}
-				if r.Gone {
+				if r.ClientGone {
 					end = append(end, "client_gone", true)
 				}
 			}

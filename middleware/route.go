@@ -204,7 +204,7 @@ func clientGone(s ssh.Session, status int) bool {
 		return false
 	}
 	Logger(s.Context()).Info("client disconnected")
-	s.Context().SetValue(resultKey, &Result{Status: status, Gone: true})
+	s.Context().SetValue(resultKey, &Result{Status: status, ClientGone: true})
 	return true
 }
 
