@@ -482,6 +482,10 @@ func trimNewline(b []byte) []byte {
 	return b
 }
 
+// NOTE: window changes reach the guest on the agent's control stream and
+// input on its data stream, so input sent right after a resize can reach
+// the shell first; sshd applies both in the order they arrived.
+//
 // forwardWindowChanges applies the session's window changes to proc until
 // the channel's requests end or stop is closed. Sizes that arrive faster
 // than they can be applied coalesce into the newest, which is the one the

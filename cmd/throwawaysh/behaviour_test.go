@@ -134,7 +134,8 @@ func TestPTYWindowChangeBurst(t *testing.T) {
 		if err := session.WindowChange(61, 171); err != nil {
 			t.Fatal(err)
 		}
-		_, _ = io.WriteString(stdin, "stty size; exit 0\n")
+		askUntil(t, stdin, out.String, "stty size\n", "61 171")
+		_, _ = io.WriteString(stdin, "exit 0\n")
 		done := make(chan error, 1)
 		go func() { done <- session.Wait() }()
 		select {

@@ -307,6 +307,30 @@ func (srv *testServer) dialGo(t *testing.T, user, password string) *gossh.Client
 	return client
 }
 
+// askUntil writes command to stdin until output contains want, and fails
+// the test after 30 seconds. A window change travels to the guest apart
+// from the terminal input, so a command typed right after a resize can run
+// before the new size lands; asking again shows the size once it has.
+func askUntil(t *testing.T, stdin io.Writer, output func() string, command, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := io.WriteString(stdin, command); err != nil {
+			t.Fatalf("type %q: %v", command, err)
+		}
+		asked := time.Now()
+		for time.Since(asked) < time.Second {
+			if strings.Contains(output(), want) {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("output never contained %q: %q", want, output())
+		}
+	}
+}
+
 // goSession opens a session on a new x/crypto/ssh connection to srv.
 func (srv *testServer) goSession(t *testing.T) *gossh.Session {
 	t.Helper()

@@ -120,8 +120,7 @@ func TestPTYShellSizeTermAndResize(t *testing.T) {
 		if err := pty.Setsize(c.master, &pty.Winsize{Rows: 52, Cols: 133}); err != nil {
 			t.Fatal(err)
 		}
-		c.send("stty size\n")
-		c.waitFor(`52 133`)
+		askUntil(t, c.master, c.Output, "stty size\n", "52 133")
 
 		c.send("exit 7\n")
 		if status := c.wait(); status != 7 {
@@ -209,8 +208,7 @@ func TestPTYWindowChangeFromGoClient(t *testing.T) {
 		if err := session.WindowChange(45, 120); err != nil {
 			t.Fatal(err)
 		}
-		_, _ = io.WriteString(stdin, "stty size\n")
-		waitForOutput("45 120")
+		askUntil(t, stdin, out.String, "stty size\n", "45 120")
 		_, _ = io.WriteString(stdin, "exit 0\n")
 		if status := exitStatusOf(t, session.Wait()); status != 0 {
 			t.Errorf("exit status = %d, want 0", status)
