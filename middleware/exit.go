@@ -13,6 +13,10 @@ import (
 // command can exit with these values too, so the message on stderr, which
 // always starts with "throwawaysh:", marks a failure of the service.
 const (
+	// ExitCapacity means the server refused the session because a limit
+	// was reached: sessions in all, per client address or per connection.
+	// Trying again later can succeed.
+	ExitCapacity = 251
 	// ExitAgentLost means the guest agent disconnected or broke the
 	// protocol before it reported the command's exit status.
 	ExitAgentLost = 252
