@@ -25,6 +25,10 @@ const (
 	specFD   = 3
 	logFD    = 4
 
+	// mountpointEnv names the empty host directory on which the VM process
+	// mounts its jail.
+	mountpointEnv = "THROWAWAYSH_KRUN_MOUNTPOINT"
+
 	// maxSpecBytes bounds the spec the VM process reads.
 	maxSpecBytes = 64 << 20
 
@@ -68,18 +72,22 @@ func RunChildIfRequested() {
 		return
 	}
 	_ = os.Unsetenv(childEnv)
+	mountpoint := os.Getenv(mountpointEnv)
+	_ = os.Unsetenv(mountpointEnv)
 
 	messages := os.NewFile(logFD, "vm-log")
-	err := bootChild(os.NewFile(specFD, "vm-spec"), messages, logFD, loadVMAPI)
+	confineChild := func(spec Spec) (Spec, error) { return confine(spec, mountpoint) }
+	err := bootChild(os.NewFile(specFD, "vm-spec"), messages, logFD, loadVMAPI, confineChild)
 	reportFatal(messages, err)
 	os.Exit(ExitChildFailed)
 }
 
 func loadVMAPI() (vmAPI, error) { return Load() }
 
-// bootChild reads and checks the spec, configures libkrun through the API
-// that load returns, and starts the VM. It returns only on failure.
-func bootChild(specIn io.ReadCloser, messages io.Writer, logFD int, load func() (vmAPI, error)) error {
+// bootChild reads and checks the spec, loads libkrun through load, moves
+// the process into its jail with confine, configures libkrun and starts the
+// VM. It returns only on failure.
+func bootChild(specIn io.ReadCloser, messages io.Writer, logFD int, load func() (vmAPI, error), confine func(Spec) (Spec, error)) error {
 	spec, err := readSpec(specIn)
 	_ = specIn.Close()
 	if err != nil {
@@ -96,8 +104,13 @@ func bootChild(specIn io.ReadCloser, messages io.Writer, logFD int, load func() 
 	if err != nil {
 		return err
 	}
-	// krun_start_enter takes over the calling thread for good.
+	// krun_start_enter takes over the calling thread for good, and the
+	// capabilities that confine drops are the calling thread's.
 	runtime.LockOSThread()
+	spec, err = confine(spec)
+	if err != nil {
+		return err
+	}
 	ctx, err := configureVM(api, spec, logFD)
 	if err != nil {
 		return err

@@ -168,9 +168,16 @@ func TestBootChildConfiguresAndStarts(t *testing.T) {
 	api := &recordingAPI{failOn: "startVM"}
 	messages := &strings.Builder{}
 
-	err := bootChild(specReader(t, spec), messages, 4, func() (vmAPI, error) { return api, nil })
+	confined := func(s Spec) (Spec, error) {
+		s.Root = "/jail/root"
+		return s, nil
+	}
+	err := bootChild(specReader(t, spec), messages, 4, func() (vmAPI, error) { return api, nil }, confined)
 	if err == nil || !strings.Contains(err.Error(), "krun: start vm: startVM: invalid argument (-22)") {
 		t.Fatalf("bootChild error = %v, want the startVM failure", err)
+	}
+	if !slices.Contains(api.calls, `setRootDir(0x7, "/jail/root")`) {
+		t.Errorf("calls = %v, want setRootDir with the root that confine returned", api.calls)
 	}
 	if got, want := messages.String(), "{\"spec_received\":true}\n"; got != want {
 		t.Errorf("messages = %q, want %q", got, want)
@@ -186,7 +193,7 @@ func TestBootChildRejectsInvalidSpec(t *testing.T) {
 	err := bootChild(specReader(t, spec), io.Discard, 4, func() (vmAPI, error) {
 		loaded = true
 		return &recordingAPI{}, nil
-	})
+	}, noJail)
 	if err == nil || !strings.Contains(err.Error(), "Spec.Exec") {
 		t.Fatalf("bootChild error = %v, want a Spec.Exec validation error", err)
 	}
@@ -198,11 +205,30 @@ func TestBootChildRejectsInvalidSpec(t *testing.T) {
 func TestBootChildReportsLoadFailure(t *testing.T) {
 	spec := Spec{Root: t.TempDir(), Exec: "/bin/sh"}
 	loadErr := fmt.Errorf("krun: %w: tried x", ErrLibkrunNotFound)
-	err := bootChild(specReader(t, spec), io.Discard, 4, func() (vmAPI, error) { return nil, loadErr })
+	err := bootChild(specReader(t, spec), io.Discard, 4, func() (vmAPI, error) { return nil, loadErr }, noJail)
 	if !errors.Is(err, ErrLibkrunNotFound) {
 		t.Fatalf("bootChild error = %v, want ErrLibkrunNotFound", err)
 	}
 }
+
+// A VM process that cannot enter its jail must not configure or start the
+// VM: the guest would reach the host through the shared root.
+func TestBootChildStopsWhenConfineFails(t *testing.T) {
+	spec := Spec{Root: t.TempDir(), Exec: "/bin/sh"}
+	api := &recordingAPI{}
+	confineErr := errors.New("sandbox: mount tmpfs: operation not permitted")
+	err := bootChild(specReader(t, spec), io.Discard, 4, func() (vmAPI, error) { return api, nil },
+		func(Spec) (Spec, error) { return Spec{}, confineErr })
+	if !errors.Is(err, confineErr) {
+		t.Fatalf("bootChild error = %v, want the confine error", err)
+	}
+	if len(api.calls) != 0 {
+		t.Errorf("libkrun calls after a failed confine: %v, want none", api.calls)
+	}
+}
+
+// noJail is a confine step that leaves the spec as it is.
+func noJail(s Spec) (Spec, error) { return s, nil }
 
 func assertCalls(t *testing.T, got, want []string) {
 	t.Helper()

@@ -56,9 +56,21 @@ type Spec struct {
 	// ID names the VM in logs; the session id is a good choice.
 	ID string
 
-	// Root is the host directory shared with the guest as its root
-	// filesystem. The guest can write to it: give each VM its own copy.
+	// Root is the host directory of the guest's root filesystem. On Linux
+	// the guest sees it through a copy-on-write overlay that lives as long
+	// as the VM, so the directory itself never changes and VMs can share
+	// it. Elsewhere the guest writes to it directly.
 	Root string
+
+	// DiskMiB caps, in MiB, what the guest writes to its root: a write
+	// beyond it fails in the guest with ENOSPC. The writes are kept in
+	// host memory (tmpfs). 0 means DefaultDiskMiB.
+	DiskMiB int
+
+	// RunDir is a host directory for the VM's runtime files, such as the
+	// mountpoint of its jail. The launcher removes what it creates there
+	// once the VM has ended. Empty means os.TempDir().
+	RunDir string
 
 	// Exec is the guest path of the workload, for example "/bin/sh".
 	Exec string
@@ -112,4 +124,5 @@ type VsockPort struct {
 const (
 	DefaultCPUs      = 1
 	DefaultMemoryMiB = 256
+	DefaultDiskMiB   = 256
 )

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/throwawaysh/throwawaysh/internal/sandbox"
 )
 
 // Limits that Spec.Validate enforces.
@@ -143,6 +145,13 @@ func (s Spec) validateResources(add func(string, ...any)) {
 		add("MemoryMiB %d: must be between %d and %d MiB, or 0 for %d",
 			s.MemoryMiB, MinMemoryMiB, uint64(math.MaxUint32), DefaultMemoryMiB)
 	}
+	if s.DiskMiB != 0 && (s.DiskMiB < sandbox.MinDiskMiB || s.DiskMiB > sandbox.MaxDiskMiB) {
+		add("DiskMiB %d: must be between %d and %d MiB, or 0 for %d",
+			s.DiskMiB, sandbox.MinDiskMiB, sandbox.MaxDiskMiB, DefaultDiskMiB)
+	}
+	if s.RunDir != "" && !filepath.IsAbs(s.RunDir) {
+		add("RunDir %s: relative path; use an absolute host path, or leave it empty for the temporary directory", quoteValue(s.RunDir))
+	}
 }
 
 func (s Spec) validateVsockPorts(add func(string, ...any)) {
@@ -189,6 +198,9 @@ func (s Spec) withDefaults() Spec {
 	}
 	if s.MemoryMiB == 0 {
 		s.MemoryMiB = DefaultMemoryMiB
+	}
+	if s.DiskMiB == 0 {
+		s.DiskMiB = DefaultDiskMiB
 	}
 	if s.Workdir == "" {
 		s.Workdir = "/"

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/throwawaysh/throwawaysh/internal/sandbox"
 )
 
 // ErrBootFailed means that the VM process reported a failure before the VM
@@ -132,11 +134,30 @@ func (l *KrunLauncher) Start(ctx context.Context, spec Spec) (VM, error) {
 		return nil, fmt.Errorf("krun: create log pipe: %w", err)
 	}
 
+	closePipes := func() {
+		_ = specIn.Close()
+		_ = specOut.Close()
+		_ = logIn.Close()
+		_ = logOut.Close()
+	}
+	// The VM process mounts its jail on this directory, inside its own
+	// mount namespace, and cannot remove it: this process does after Wait.
+	mountpoint, removeMountpoint, err := sandbox.MakeMountpoint(spec.RunDir)
+	if err != nil {
+		closePipes()
+		return nil, fmt.Errorf("krun: vm %q: %w", spec.ID, err)
+	}
+
 	cmd := exec.Command(l.executable)
 	cmd.Args = []string{"throwawaysh-vm"}
-	cmd.Env = l.childEnvironment()
+	cmd.Env = append(l.childEnvironment(), mountpointEnv+"="+mountpoint)
 	cmd.Dir = "/"
 	cmd.ExtraFiles = []*os.File{specIn, logOut} // fds 3 and 4
+	if err := prepareJail(cmd, spec.Network); err != nil {
+		closePipes()
+		_ = removeMountpoint()
+		return nil, fmt.Errorf("krun: vm %q: %w", spec.ID, err)
+	}
 	proc, err := StartProcess(cmd)
 	// The VM process has its own copies of these ends now. Keeping ours
 	// open would hide end of file from both pipes' readers.
@@ -145,10 +166,11 @@ func (l *KrunLauncher) Start(ctx context.Context, spec Spec) (VM, error) {
 	if err != nil {
 		_ = specOut.Close()
 		_ = logIn.Close()
+		_ = removeMountpoint()
 		return nil, err
 	}
 
-	vm := &krunVM{VM: proc, id: spec.ID, log: newVMLogReader(logIn, l.logger.With("vm", spec.ID))}
+	vm := &krunVM{VM: proc, id: spec.ID, log: newVMLogReader(logIn, l.logger.With("vm", spec.ID)), removeMountpoint: removeMountpoint}
 	go vm.log.run()
 
 	if err := l.handOver(ctx, vm, specOut, payload); err != nil {
@@ -230,6 +252,8 @@ type krunVM struct {
 	VM
 	id  string
 	log *vmLogReader
+	// removeMountpoint removes the jail's mountpoint; Wait calls it.
+	removeMountpoint func() error
 
 	waitOnce sync.Once
 	status   int
@@ -248,6 +272,9 @@ func (v *krunVM) Wait() (int, error) {
 	v.waitOnce.Do(func() {
 		v.status, v.err = v.VM.Wait()
 		v.log.finish(logDrainTimeout)
+		if err := v.removeMountpoint(); err != nil {
+			v.log.logger.Error("remove vm mountpoint", "err", err)
+		}
 		if fatal := v.log.fatal; fatal != "" {
 			fatal = strings.TrimPrefix(fatal, "krun: ")
 			v.status, v.err = -1, fmt.Errorf("krun: vm %q: %w: %s", v.id, ErrBootFailed, fatal)

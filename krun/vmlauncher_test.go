@@ -162,7 +162,9 @@ func TestKrunLauncherTimesOutOnForeignExecutable(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pid")
 	script := filepath.Join(dir, "server")
-	body := fmt.Sprintf("#!/bin/sh\necho $$ > %s\nexec sleep 100\n", pidFile)
+	// The process is PID 1 of its own PID namespace, so $$ is 1; the host's
+	// /proc gives its host PID.
+	body := fmt.Sprintf("#!/bin/sh\nread pid rest < /proc/self/stat\necho $pid > %s\nexec sleep 100\n", pidFile)
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -70,14 +70,16 @@ type vmConfig struct {
 	rootfs      string
 	cpus        int
 	memoryMiB   int
+	diskMiB     int
 	runtimeDir  string
 	bootTimeout time.Duration
 	network     bool
 }
 
-// WithRootfs sets the host directory that every VM boots from.
-// NOTE: the directory is shared with the guest writable, so sessions see
-// each other's writes; a copy-on-write root per session is still to come.
+// WithRootfs sets the host directory that every VM boots from. Each
+// session sees it through a copy-on-write layer of its own (see
+// krun.Spec.Root), so sessions never see each other's writes and the
+// directory never changes.
 func WithRootfs(dir string) VMOption {
 	return func(c *vmConfig) { c.rootfs = dir }
 }
@@ -95,9 +97,22 @@ func WithResources(cpus, memoryMiB int) VMOption {
 	}
 }
 
+// WithSessionDisk caps, in MiB, what each session writes to its root; a
+// write beyond it fails in the guest with ENOSPC. The writes take host
+// memory. Zero keeps the default, krun.DefaultDiskMiB.
+func WithSessionDisk(mib int) VMOption {
+	return func(c *vmConfig) {
+		if mib > 0 {
+			c.diskMiB = mib
+		}
+	}
+}
+
 // WithRuntimeDir sets the directory for per-session files such as the
-// guest agent's socket; the default is os.TempDir(). Keep it short: unix
-// socket paths must stay under about 100 bytes.
+// guest agent's socket and the VM's jail mountpoint; the default is
+// os.TempDir(). A server should open it with OpenRuntimeDir first, which
+// removes what a crashed run left there. Keep the path short: unix socket
+// paths must stay under about 100 bytes.
 func WithRuntimeDir(dir string) VMOption {
 	return func(c *vmConfig) { c.runtimeDir = dir }
 }
@@ -184,6 +199,7 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 		Env:       append([]string(nil), guestEnv...),
 		CPUs:      cfg.cpus,
 		MemoryMiB: cfg.memoryMiB,
+		DiskMiB:   cfg.diskMiB,
 		Network:   cfg.network,
 	}
 	guest := &Guest{Mode: mode, bootTimeout: cfg.bootTimeout}
@@ -193,10 +209,11 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 		spec.Workdir = "/root"
 	}
 
-	sessionDir, err := os.MkdirTemp(cfg.runtimeDir, "throwawaysh-session-")
+	sessionDir, err := os.MkdirTemp(cfg.runtimeDir, sessionDirPrefix)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create session directory in %q: %w", cfg.runtimeDir, err)
 	}
+	spec.RunDir = sessionDir
 	removeDir := func() {
 		if err := os.RemoveAll(sessionDir); err != nil {
 			logger.Error("remove session directory", "dir", sessionDir, "err", err)
@@ -246,6 +263,9 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 	guest.VM = vm
 	guest.Booted = time.Now()
 	logger = logger.With("vm", vm.PID())
+	if err := writeVMPID(sessionDir, vm.PID()); err != nil {
+		logger.Warn("vm pid not recorded; a crash of the server could leave this vm running", "err", err)
+	}
 	s.Context().SetValue(loggerKey, logger)
 	logger.Info("vm boot", "duration", guest.Booted.Sub(start), "mode", mode.String(), "cpus", spec.CPUs, "memory_mib", spec.MemoryMiB)
 

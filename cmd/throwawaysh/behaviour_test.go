@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -191,8 +190,9 @@ func TestNoCarriageReturnWithoutPTY(t *testing.T) {
 
 // A client that stops reading must hold the command back through SSH flow
 // control, not make the server buffer its output. The guest counts the
-// 64 KiB blocks it has written into a file that the test reads; with the
-// test launcher the guest's files are host files.
+// 64 KiB blocks it has written into a file that the test reads through
+// /proc/PID/root of a guest process, which the test launcher's guests,
+// unlike libkrun's, are.
 func TestSlowReaderHoldsBackOutput(t *testing.T) {
 	srv := startServer(t, testConfig(t, krtestRootfs(t)), testLauncher())
 	session, err := srv.dialGo(t, "test", testPassword).NewSession()
@@ -203,12 +203,14 @@ func TestSlowReaderHoldsBackOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	progress := filepath.Join(t.TempDir(), "progress")
+	marker := uniqueSleep(t, 0)
 	const blocks = 1024 // 64 MiB in all
-	command := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do head -c 65536 /dev/zero; i=$((i+1)); echo $i > %s; done`, blocks, progress)
+	command := fmt.Sprintf(`%s & i=0; while [ $i -lt %d ]; do head -c 65536 /dev/zero; i=$((i+1)); echo $i > /tmp/progress; done; kill $!`, marker, blocks)
 	if err := session.Start(command); err != nil {
 		t.Fatal(err)
 	}
+	waitForProcess(t, marker)
+	progress := fmt.Sprintf("/proc/%d/root/tmp/progress", processIDs(marker)[0])
 
 	// Read nothing for a while, then look at how far the guest got.
 	time.Sleep(2 * time.Second)

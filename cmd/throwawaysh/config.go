@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/throwawaysh/throwawaysh/internal/sandbox"
 	"github.com/throwawaysh/throwawaysh/rootfs"
 )
 
@@ -32,6 +34,8 @@ type config struct {
 	AllowPasswordlessFlag *bool    `name:"allow-passwordless" help:"Accept any user without a password (SSH 'none' authentication). Variable: SSH_ALLOW_PASSWORDLESS."`
 	LogLevel              string   `name:"log-level" env:"SSH_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
 	LogFormat             string   `name:"log-format" env:"SSH_LOG_FORMAT" default:"text" help:"Log format: text or json."`
+	SessionDiskMiB        int      `name:"session-disk-mib" env:"SSH_SESSION_DISK_MIB" default:"256" help:"MiB each session may write to its copy of the rootfs; the writes are kept in host memory and vanish with the session."`
+	RuntimeDir            string   `name:"runtime-dir" env:"SSH_RUNTIME_DIR" placeholder:"DIR" help:"Directory for per-session sockets and mountpoints, cleaned at start after a crash (default /run/throwawaysh for root, else $XDG_RUNTIME_DIR/throwawaysh or the temporary directory)."`
 	AcceptEnv             []string `name:"accept-env" env:"SSH_ACCEPT_ENV" sep:"," placeholder:"NAME" help:"Environment variables a client may send into the guest, beside LANG, LC_*, TZ and COLORTERM; shell patterns allowed. LD_* is never accepted."`
 
 	Version bool `name:"version" help:"Print the version and exit."`
@@ -42,6 +46,25 @@ var (
 	logLevels  = []string{"debug", "info", "warn", "error"}
 	logFormats = []string{"text", "json"}
 )
+
+// maxRuntimeDirBytes bounds --runtime-dir so that a session's agent socket,
+// DIR/session-NNNNNNNNNN/agent.sock, stays under the 100 bytes that
+// krun.Spec.Validate accepts for a unix socket path.
+const maxRuntimeDirBytes = 64
+
+// defaultRuntimeDir is the runtime directory when --runtime-dir is not set:
+// /run/throwawaysh for root, as for other system services; otherwise the
+// user's XDG runtime directory, or a directory named after the user id in
+// the temporary directory.
+func defaultRuntimeDir() string {
+	if os.Geteuid() == 0 {
+		return "/run/throwawaysh"
+	}
+	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" && filepath.IsAbs(dir) {
+		return filepath.Join(dir, "throwawaysh")
+	}
+	return filepath.Join(os.TempDir(), "throwawaysh-"+strconv.Itoa(os.Geteuid()))
+}
 
 // usageError is an invalid flag or variable; the service exits with
 // status 2 for it.
@@ -76,6 +99,9 @@ func parseConfig(args []string, stdout io.Writer) (cfg config, done bool, err er
 	}
 	if err := cfg.resolvePasswordless(); err != nil {
 		return cfg, false, &usageError{err.Error()}
+	}
+	if cfg.RuntimeDir == "" {
+		cfg.RuntimeDir = defaultRuntimeDir()
 	}
 	if err := cfg.validate(); err != nil {
 		return cfg, false, &usageError{err.Error()}
@@ -137,6 +163,15 @@ func (c config) validate() error {
 	}
 	if !slices.Contains(logFormats, c.LogFormat) {
 		return fmt.Errorf("invalid --log-format (SSH_LOG_FORMAT) %q: must be one of %s", c.LogFormat, strings.Join(logFormats, ", "))
+	}
+	if c.SessionDiskMiB < sandbox.MinDiskMiB || c.SessionDiskMiB > sandbox.MaxDiskMiB {
+		return fmt.Errorf("invalid --session-disk-mib (SSH_SESSION_DISK_MIB) %d: must be between %d and %d", c.SessionDiskMiB, sandbox.MinDiskMiB, sandbox.MaxDiskMiB)
+	}
+	if c.RuntimeDir != "" && !filepath.IsAbs(c.RuntimeDir) {
+		return fmt.Errorf("invalid --runtime-dir (SSH_RUNTIME_DIR) %q: must be an absolute path", c.RuntimeDir)
+	}
+	if len(c.RuntimeDir) > maxRuntimeDirBytes {
+		return fmt.Errorf("invalid --runtime-dir (SSH_RUNTIME_DIR) %q: %d bytes, at most %d, because session sockets inside it must fit in a unix socket address", c.RuntimeDir, len(c.RuntimeDir), maxRuntimeDirBytes)
 	}
 	for _, pattern := range c.AcceptEnv {
 		if err := validateEnvPattern(pattern); err != nil {

@@ -19,6 +19,7 @@ import (
 var configVariables = []string{
 	"SSH_ADDR", "SSH_HOST_KEY_PATH", "SSH_ROOTFS", "SSH_USERNAME", "SSH_PASSWORD",
 	"SSH_ALLOW_PASSWORDLESS", "SSH_LOG_LEVEL", "SSH_LOG_FORMAT", "SSH_ACCEPT_ENV",
+	"SSH_SESSION_DISK_MIB", "SSH_RUNTIME_DIR",
 }
 
 func clearConfigEnv(t *testing.T) {
@@ -45,6 +46,9 @@ func TestConfigDefaults(t *testing.T) {
 		Password:    "test",
 		LogLevel:    "info",
 		LogFormat:   "text",
+
+		SessionDiskMiB: 256,
+		RuntimeDir:     defaultRuntimeDir(),
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults = %+v, want %+v", cfg, want)
@@ -63,6 +67,8 @@ func TestConfigFromEnvironment(t *testing.T) {
 	t.Setenv("SSH_LOG_LEVEL", "debug")
 	t.Setenv("SSH_LOG_FORMAT", "json")
 	t.Setenv("SSH_ACCEPT_ENV", "FOO,APP_*")
+	t.Setenv("SSH_SESSION_DISK_MIB", "128")
+	t.Setenv("SSH_RUNTIME_DIR", "/run/tw-test")
 
 	cfg, _, err := parseConfig(nil, &bytes.Buffer{})
 	if err != nil {
@@ -78,6 +84,8 @@ func TestConfigFromEnvironment(t *testing.T) {
 		LogLevel:          "debug",
 		LogFormat:         "json",
 		AcceptEnv:         []string{"FOO", "APP_*"},
+		SessionDiskMiB:    128,
+		RuntimeDir:        "/run/tw-test",
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config = %+v, want %+v", cfg, want)
@@ -162,6 +170,14 @@ func TestConfigInvalidValues(t *testing.T) {
 			[]string{"--password", "--allow-passwordless"}},
 		{"unknown flag", []string{"--rootfs", root, "--colour"}, nil,
 			[]string{"--colour"}},
+		{"session disk zero", []string{"--rootfs", root, "--session-disk-mib", "0"}, nil,
+			[]string{"--session-disk-mib", "SSH_SESSION_DISK_MIB", " 0:", "between 1 and"}},
+		{"session disk not a number", []string{"--rootfs", root}, map[string]string{"SSH_SESSION_DISK_MIB": "lots"},
+			[]string{"session-disk-mib", "lots"}},
+		{"runtime dir relative", []string{"--rootfs", root, "--runtime-dir", "run/tw"}, nil,
+			[]string{"--runtime-dir", "SSH_RUNTIME_DIR", `"run/tw"`, "absolute"}},
+		{"runtime dir too long", []string{"--rootfs", root, "--runtime-dir", "/" + strings.Repeat("d", 70)}, nil,
+			[]string{"--runtime-dir", "71 bytes", "unix socket"}},
 		{"accept-env LD_", []string{"--rootfs", root, "--accept-env", "FOO,LD_PRELOAD"}, nil,
 			[]string{"--accept-env", "LD_PRELOAD", "never accepted"}},
 		{"accept-env bad pattern", []string{"--rootfs", root}, map[string]string{"SSH_ACCEPT_ENV": "LC_["},

@@ -24,6 +24,7 @@ import (
 func TestMain(m *testing.M) {
 	krtest.RunInitIfRequested()
 	krun.RunChildIfRequested()
+	runServerProcessIfRequested()
 	code := m.Run()
 	krtest.Cleanup()
 	if serviceBuild.path != "" {
@@ -66,14 +67,29 @@ func (b *syncBuffer) String() string {
 func testConfig(t *testing.T, rootDir string) config {
 	t.Helper()
 	return config{
-		ListenAddr:  "127.0.0.1:0",
-		HostKeyPath: filepath.Join(t.TempDir(), "host_key"),
-		Rootfs:      rootDir,
-		Username:    "test",
-		Password:    testPassword,
-		LogLevel:    "debug",
-		LogFormat:   "text",
+		ListenAddr:     "127.0.0.1:0",
+		HostKeyPath:    filepath.Join(t.TempDir(), "host_key"),
+		Rootfs:         rootDir,
+		Username:       "test",
+		Password:       testPassword,
+		LogLevel:       "debug",
+		LogFormat:      "text",
+		SessionDiskMiB: 64,
+		RuntimeDir:     shortTempDir(t),
 	}
+}
+
+// shortTempDir returns a new directory with a short path, removed after
+// the test: t.TempDir() contains the test's name, and socket paths in the
+// directory must stay under about 100 bytes.
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tw-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return dir
 }
 
 func startServer(t *testing.T, cfg config, launcher krun.Launcher) *testServer {

@@ -19,6 +19,7 @@ import (
 	"charm.land/ssh"
 
 	"github.com/throwawaysh/throwawaysh/krun"
+	"github.com/throwawaysh/throwawaysh/middleware"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -78,6 +79,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 
+	runtimeDir, err := middleware.OpenRuntimeDir(cfg.RuntimeDir, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "throwawaysh: %s\n", err)
+		return exitFailure
+	}
+	defer runtimeDir.Close()
+
 	srv, err := newServer(cfg, launcher, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "throwawaysh: %s\n", err)
@@ -91,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.Password == "test" && !cfg.AllowPasswordless {
 		logger.Warn("using the default password; set SSH_PASSWORD before exposing this server")
 	}
-	logger.Info("server start", "addr", ln.Addr().String(), "version", version, "libkrun", lib.Path(), "rootfs", cfg.Rootfs)
+	logger.Info("server start", "addr", ln.Addr().String(), "version", version, "libkrun", lib.Path(), "rootfs", cfg.Rootfs, "runtime_dir", cfg.RuntimeDir)
 	return serve(srv, ln, logger)
 }
 

@@ -34,7 +34,11 @@ func newServer(cfg config, launcher krun.Launcher, logger *slog.Logger) (*ssh.Se
 
 	chain := []wish.Middleware{
 		middleware.Route(),
-		middleware.VM(launcher, middleware.WithRootfs(cfg.Rootfs)),
+		middleware.VM(launcher,
+			middleware.WithRootfs(cfg.Rootfs),
+			middleware.WithSessionDisk(cfg.SessionDiskMiB),
+			middleware.WithRuntimeDir(cfg.RuntimeDir),
+		),
 		middleware.Logging(logger),
 	}
 	options := []ssh.Option{

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,16 +47,13 @@ func runTransfer(t *testing.T, name string, args ...string) sshResult {
 	return runClient(t, cmd)
 }
 
-// remoteDir returns a directory in the guest for uploads. With the test
-// launcher the guest filesystem is the host's, so a host temporary
-// directory is also a guest path. A libkrun guest has its own root, where
-// /tmp is the only directory known to exist, so tests there overwrite
-// their files in it.
-func remoteDir(t *testing.T, b backend) string {
-	if b.name == "testlauncher" {
-		return t.TempDir()
+// checkNotInRootfs fails the test when name exists in the rootfs on the
+// host: what a session writes must stay in its own copy-on-write root.
+func checkNotInRootfs(t *testing.T, rootDir, name string) {
+	t.Helper()
+	if _, err := os.Lstat(filepath.Join(rootDir, name)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s is in the rootfs on the host (err = %v); a session's writes must not reach it", name, err)
 	}
-	return "/tmp"
 }
 
 // randomFile writes size random bytes to a new file in dir and returns its
@@ -101,9 +100,10 @@ func checkSubsystemSessions(t *testing.T, srv *testServer, n int) {
 
 func TestSFTPPutAndGet(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+		rootDir := b.rootfs(t, true)
+		srv := startServer(t, testConfig(t, rootDir), b.launcher)
 		local := t.TempDir()
-		remote := remoteDir(t, b)
+		const remote = "/tmp"
 		source, content := randomFile(t, local, 1<<20+123)
 		back := filepath.Join(local, "back.bin")
 
@@ -121,9 +121,7 @@ func TestSFTPPutAndGet(t *testing.T) {
 		if result.status != 0 {
 			t.Fatalf("sftp exited with status %d; stderr: %s", result.status, result.stderr)
 		}
-		if b.name == "testlauncher" {
-			checkFile(t, filepath.Join(remote, "sftp-up.bin"), content)
-		}
+		checkNotInRootfs(t, rootDir, "tmp/sftp-up.bin")
 		checkFile(t, back, content)
 		if !strings.Contains(string(result.stdout), "sftp-up.bin") {
 			t.Errorf("sftp ls output does not list sftp-up.bin: %q", result.stdout)
@@ -132,26 +130,31 @@ func TestSFTPPutAndGet(t *testing.T) {
 	})
 }
 
+// Each scp run is a session of its own with a fresh VM, so the upload
+// cannot be fetched back: the download takes a file of the rootfs instead.
 func TestSCPRoundTrip(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+		rootDir := b.rootfs(t, true)
+		srv := startServer(t, testConfig(t, rootDir), b.launcher)
 		local := t.TempDir()
-		remote := remoteDir(t, b)
-		source, content := randomFile(t, local, 300<<10)
+		source, _ := randomFile(t, local, 300<<10)
 		back := filepath.Join(local, "back.bin")
 
-		up := append(srv.fileTransferArgs(), source, "test@127.0.0.1:"+remote+"/scp-up.bin")
+		up := append(srv.fileTransferArgs(), source, "test@127.0.0.1:/tmp/scp-up.bin")
 		if result := runTransfer(t, "scp", up...); result.status != 0 {
 			t.Fatalf("scp to the server exited with status %d; stderr: %s", result.status, result.stderr)
 		}
-		if b.name == "testlauncher" {
-			checkFile(t, filepath.Join(remote, "scp-up.bin"), content)
-		}
-		down := append(srv.fileTransferArgs(), "test@127.0.0.1:"+remote+"/scp-up.bin", back)
+		checkNotInRootfs(t, rootDir, "tmp/scp-up.bin")
+
+		down := append(srv.fileTransferArgs(), "test@127.0.0.1:/bin/busybox", back)
 		if result := runTransfer(t, "scp", down...); result.status != 0 {
 			t.Fatalf("scp from the server exited with status %d; stderr: %s", result.status, result.stderr)
 		}
-		checkFile(t, back, content)
+		want, err := os.ReadFile(filepath.Join(rootDir, "bin/busybox"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkFile(t, back, want)
 		checkSubsystemSessions(t, srv, 2)
 	})
 }

@@ -6,10 +6,13 @@
 // ends, and whose vsock ports are unix sockets on the host.
 //
 // The child is the test binary itself, started again as a stand-in for
-// libkrun's guest init; a test binary that uses Launcher must call
-// RunInitIfRequested at the top of TestMain. The init runs in a PID
-// namespace of its own, like a guest's PID 1, so the kernel kills every
-// process of the "guest" when it ends.
+// the VM process and libkrun's guest init; a test binary that uses
+// Launcher must call RunInitIfRequested at the top of TestMain. The child
+// enters the same jail as a libkrun VM process (package sandbox), with a
+// copy-on-write guest root and the same dropped capabilities, and runs the
+// workload chrooted into the guest root, where it adds what libkrun's
+// guest would have: /dev, /proc and the spec's files. Its PID namespace
+// makes the kernel kill every process of the "guest" when it ends.
 //
 // Only tests import this package, so the shipped binaries never contain it.
 package krtest
@@ -20,19 +23,18 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
-	"syscall"
 
+	"github.com/throwawaysh/throwawaysh/internal/sandbox"
 	"github.com/throwawaysh/throwawaysh/krun"
 )
 
 // initMarker is the environment variable that makes a test binary act as
-// the stand-in guest init. filesEnv names the directory that holds the
-// spec's files for it.
+// the stand-in guest init. mountEnv names the empty directory on which the
+// init mounts its jail.
 const (
 	initMarker = "THROWAWAYSH_KRTEST_INIT"
-	filesEnv   = "THROWAWAYSH_KRTEST_FILES"
+	mountEnv   = "THROWAWAYSH_KRTEST_MOUNT"
 )
 
 // Launcher is a krun.Launcher that runs workloads as host processes. The
@@ -60,30 +62,35 @@ func (l *Launcher) Start(ctx context.Context, spec krun.Spec) (krun.VM, error) {
 		return nil, fmt.Errorf("krtest: find test binary: %w", err)
 	}
 
-	// The files live in a directory this process removes when the VM has
-	// ended: the init cannot, because a killed VM gets no chance to.
-	filesDir, err := writeFiles(spec.Files)
+	// This process removes the mountpoint when the VM has ended: the init
+	// cannot, because a killed VM gets no chance to.
+	mountpoint, removeMountpoint, err := sandbox.MakeMountpoint(spec.RunDir)
 	if err != nil {
 		return nil, err
 	}
 	specReader, specWriter, err := os.Pipe()
 	if err != nil {
-		_ = os.RemoveAll(filesDir)
+		_ = removeMountpoint()
 		return nil, fmt.Errorf("krtest: create spec pipe: %w", err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = []string{initMarker + "=1", filesEnv + "=" + filesDir}
+	cmd.Env = []string{initMarker + "=1", mountEnv + "=" + mountpoint}
 	cmd.ExtraFiles = []*os.File{specReader}
-	cmd.SysProcAttr = namespaceAttributes()
+	if err := sandbox.Prepare(cmd, spec.Network); err != nil {
+		_ = specReader.Close()
+		_ = specWriter.Close()
+		_ = removeMountpoint()
+		return nil, err
+	}
 
 	started, err := krun.StartProcess(cmd)
 	_ = specReader.Close()
 	if err != nil {
 		_ = specWriter.Close()
-		_ = os.RemoveAll(filesDir)
+		_ = removeMountpoint()
 		return nil, err
 	}
-	vm := &cleanupVM{VM: started, dir: filesDir}
+	vm := &cleanupVM{VM: started, remove: removeMountpoint}
 	_, werr := specWriter.Write(encoded)
 	cerr := specWriter.Close()
 	if werr != nil || cerr != nil {
@@ -97,42 +104,15 @@ func (l *Launcher) Start(ctx context.Context, spec krun.Spec) (krun.VM, error) {
 	return vm, nil
 }
 
-// namespaceAttributes puts the init in a new PID namespace; without root,
-// in a new user namespace too, which grants the right to make one.
-func namespaceAttributes() *syscall.SysProcAttr {
-	attrs := &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
-	if os.Geteuid() != 0 {
-		attrs.Cloneflags |= syscall.CLONE_NEWUSER
-		attrs.UidMappings = []syscall.SysProcIDMap{{ContainerID: os.Geteuid(), HostID: os.Geteuid(), Size: 1}}
-		attrs.GidMappings = []syscall.SysProcIDMap{{ContainerID: os.Getegid(), HostID: os.Getegid(), Size: 1}}
-	}
-	return attrs
-}
-
-// writeFiles writes the spec's files into a new directory and returns it.
-func writeFiles(files map[string][]byte) (string, error) {
-	dir, err := os.MkdirTemp("", "krtest-files-")
-	if err != nil {
-		return "", fmt.Errorf("krtest: create files directory: %w", err)
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), content, 0o444); err != nil {
-			_ = os.RemoveAll(dir)
-			return "", fmt.Errorf("krtest: write %s: %w", name, err)
-		}
-	}
-	return dir, nil
-}
-
-// cleanupVM removes the VM's files directory once the VM has ended.
+// cleanupVM removes the VM's mountpoint once the VM has ended.
 type cleanupVM struct {
 	krun.VM
-	dir  string
-	once sync.Once
+	remove func() error
+	once   sync.Once
 }
 
 func (v *cleanupVM) Wait() (int, error) {
 	status, err := v.VM.Wait()
-	v.once.Do(func() { _ = os.RemoveAll(v.dir) })
+	v.once.Do(func() { _ = v.remove() })
 	return status, err
 }

@@ -2,11 +2,13 @@ package krtest
 
 import (
 	"bytes"
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -56,25 +58,74 @@ func Cleanup() {
 	}
 }
 
-// Rootfs returns a new guest root for Launcher: /bin/sh is a copy of the
-// host's shell, which Launcher runs on the host, and with withAgent the
-// guest agent is installed at its path.
+// busyboxPath is the static busybox that test guest roots are built from,
+// as rootfs/build.sh builds the default rootfs.
+const busyboxPath = "/bin/busybox"
+
+// Rootfs returns a new guest root for Launcher, built like the default
+// rootfs: a static busybox at /bin/busybox with a link for each of its
+// programs, and with withAgent the guest agent at its path. Launcher runs
+// the workload chrooted into it, so it holds everything the guest runs.
 func Rootfs(t testing.TB, withAgent bool) string {
 	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("krtest needs Linux namespaces")
 	}
+	if err := checkStatic(busyboxPath); err != nil {
+		t.Fatalf("krtest: %v; install a static busybox (apt-get install busybox-static)", err)
+	}
 	root := t.TempDir()
-	for _, dir := range []string{"bin", "tmp", "usr/local/bin", "root", "etc"} {
+	for _, dir := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "root", "etc", "dev", "proc", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	copyFile(t, "/bin/sh", filepath.Join(root, "bin/sh"))
+	if err := os.Chmod(filepath.Join(root, "tmp"), 0o777|os.ModeSticky); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, busyboxPath, filepath.Join(root, "bin/busybox"))
+	out, err := exec.Command(busyboxPath, "--list-full").Output()
+	if err != nil {
+		t.Fatalf("krtest: list busybox programs: %v", err)
+	}
+	for _, program := range strings.Fields(string(out)) {
+		link := filepath.Join(root, program)
+		if _, err := os.Lstat(link); err == nil {
+			continue
+		}
+		if err := os.Symlink("/bin/busybox", link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
+	writeFile(t, filepath.Join(root, "etc/group"), "root:x:0:\n")
 	if withAgent {
 		copyFile(t, AgentBinary(t), filepath.Join(root, "usr/local/bin/throwawaysh-guest-agent"))
 	}
 	return root
+}
+
+// checkStatic returns an error unless path is an ELF executable without
+// a program interpreter, which runs in a root without shared libraries.
+func checkStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked", path)
+		}
+	}
+	return nil
+}
+
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func copyFile(t testing.TB, from, to string) {

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package krtest
+
+import "runtime"
+
+func runInit() int {
+	return initFailed("the stand-in init needs Linux namespaces, not %s", runtime.GOOS)
+}

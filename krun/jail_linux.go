@@ -1,0 +1,76 @@
+package krun
+
+import (
+	"fmt"
+	"os/exec"
+	"slices"
+
+	"github.com/ebitengine/purego"
+
+	"github.com/throwawaysh/throwawaysh/internal/sandbox"
+)
+
+// kvmDevice is the only device node a VM process opens.
+const kvmDevice = "/dev/kvm"
+
+// kernelLibraries are the sonames under which libkrun loads the guest
+// kernel library, newest first.
+var kernelLibraries = []string{"libkrunfw.so.5", "libkrunfw.so.4"}
+
+// prepareJail sets cmd up to start in the namespaces that the VM process's
+// jail needs.
+func prepareJail(cmd *exec.Cmd, network bool) error {
+	return sandbox.Prepare(cmd, network)
+}
+
+// confine moves the VM process into its jail (see package sandbox) and
+// returns spec with its host paths replaced by their paths in the jail.
+// The calling thread must be locked: it keeps the reduced capabilities and
+// must be the one that starts the VM.
+//
+// NOTE: libkrun has not run in such a jail on this project's test
+// machines, which cannot boot libkrun guests; only the jail itself is
+// tested, with the test launcher.
+func confine(spec Spec, mountpoint string) (Spec, error) {
+	// After the switch of root, no host library can be loaded. libkrun
+	// itself is loaded already; loading its kernel library now makes
+	// libkrun's own dlopen of it find the loaded copy by its soname.
+	for _, name := range kernelLibraries {
+		if _, err := purego.Dlopen(name, purego.RTLD_NOW|purego.RTLD_GLOBAL); err == nil {
+			break
+		}
+	}
+	jail, err := sandbox.Enter(jailConfig(spec, mountpoint))
+	if err != nil {
+		return spec, fmt.Errorf("krun: confine vm process: %w", err)
+	}
+	if err := sandbox.DropCapabilities(); err != nil {
+		return spec, fmt.Errorf("krun: confine vm process: %w", err)
+	}
+	return jailSpec(spec, jail), nil
+}
+
+// jailConfig returns the jail of spec's VM process, mounted on mountpoint.
+func jailConfig(spec Spec, mountpoint string) sandbox.Config {
+	cfg := sandbox.Config{
+		Root:       spec.Root,
+		Mountpoint: mountpoint,
+		DiskMiB:    spec.withDefaults().DiskMiB,
+		Devices:    []string{kvmDevice},
+	}
+	for _, port := range spec.VsockPorts {
+		cfg.Sockets = append(cfg.Sockets, port.Path)
+	}
+	return cfg
+}
+
+// jailSpec returns spec with the guest root and the vsock sockets at their
+// paths in jail.
+func jailSpec(spec Spec, jail *sandbox.Jail) Spec {
+	spec.Root = jail.Root
+	spec.VsockPorts = slices.Clone(spec.VsockPorts)
+	for i := range spec.VsockPorts {
+		spec.VsockPorts[i].Path = jail.Sockets[i]
+	}
+	return spec
+}
