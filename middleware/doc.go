@@ -18,6 +18,10 @@
 //     when the session is an SFTP subsystem.
 //   - SFTP: serves the "sftp" subsystem through the same middlewares
 //     (server option), because subsystem requests bypass the chain.
+//   - LimitStartups: caps the connections that have not finished
+//     authentication, in all and per client (server option).
+//   - Tracker: records the live sessions, so that a stopping server can
+//     end each with a message and ExitShutdown.
 //
 // In wish.WithMiddleware the last middleware listed runs first, so a full
 // chain is listed innermost first:

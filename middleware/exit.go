@@ -1,6 +1,7 @@
 package middleware
 
 import (
+	"errors"
 	"fmt"
 
 	"charm.land/ssh"
@@ -13,6 +14,11 @@ import (
 // command can exit with these values too, so the message on stderr, which
 // always starts with "throwawaysh:", marks a failure of the service.
 const (
+	// ExitShutdown means the server is shutting down: it killed the
+	// session's VM before the command finished, or did not start one. The
+	// client gets the reason on stderr first. Trying again after the
+	// server is back can succeed.
+	ExitShutdown = 249
 	// ExitCapacity means the server refused the session because a limit
 	// was reached: sessions in all, per client address or per connection.
 	// Trying again later can succeed.
@@ -51,10 +57,19 @@ func SessionResult(ctx ssh.Context) (Result, bool) {
 	return *r, true
 }
 
+// errStopped is the Result.Err of a session that a Tracker stopped.
+var errStopped = errors.New("session stopped by server shutdown")
+
 // finish records r, sends the exit status (or exit-signal), then end of
 // file and close, in the order OpenSSH's sshd uses: some clients report
-// success for a failing command when end of file comes first.
+// success for a failing command when end of file comes first. A session
+// that a Tracker stopped ends with ExitShutdown and the Tracker's message
+// instead of r, whatever ended its VM.
 func finish(s ssh.Session, r Result) {
+	if message, stopped := stopMessage(s.Context()); stopped {
+		writeUserLine(s, message)
+		r = Result{Status: ExitShutdown, Err: errStopped}
+	}
 	s.Context().SetValue(resultKey, &r)
 
 	if r.Signal != "" {
@@ -79,18 +94,32 @@ func finish(s ssh.Session, r Result) {
 
 // fail sends the client the reason the session failed, in one line on stderr, and
 // ends it with status. The log line for the same failure carries err.
+//
+// In a session that a Tracker stopped, the failure is the expected result
+// of killing the VM, so fail logs it at info level and leaves the message
+// to finish.
 func fail(s ssh.Session, status int, err error, userMessage string) {
 	logger := Logger(s.Context())
+	if _, stopped := stopMessage(s.Context()); stopped {
+		logger.Info("session stopped", "err", err)
+		finish(s, Result{Status: status, Err: err})
+		return
+	}
 	logger.Error("session failed", "status", status, "err", err)
+	writeUserLine(s, userMessage)
+	finish(s, Result{Status: status, Err: err})
+}
 
+// writeUserLine writes "throwawaysh: " and message as one line on the
+// session's stderr.
+func writeUserLine(s ssh.Session, message string) {
 	newline := "\n"
 	if ModeOf(s) == ModePTY {
 		// The client's terminal is in raw mode; a bare "\n" would not
 		// return the cursor to the start of the line.
 		newline = "\r\n"
 	}
-	if _, werr := fmt.Fprintf(s.Stderr(), "throwawaysh: %s%s", userMessage, newline); werr != nil {
-		logger.Debug("write error message to client", "err", werr)
+	if _, err := fmt.Fprintf(s.Stderr(), "throwawaysh: %s%s", message, newline); err != nil {
+		Logger(s.Context()).Debug("write message to client", "err", err)
 	}
-	finish(s, Result{Status: status, Err: err})
 }

@@ -43,6 +43,12 @@ func Route() wish.Middleware {
 	return func(ssh.Handler) ssh.Handler {
 		return func(s ssh.Session) {
 			s = SessionContext(s)
+			if _, stopped := stopMessage(s.Context()); stopped {
+				// A Tracker's Shutdown came before the workload
+				// started, and finish sends its message.
+				finish(s, Result{})
+				return
+			}
 			guest, ok := GuestFrom(s.Context())
 			if !ok {
 				fail(s, ExitVMFailed, errors.New("route: no VM in the session context; put the VM middleware before Route"),

@@ -11,10 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kong"
 
 	"github.com/throwawaysh/throwawaysh/internal/sandbox"
+	"github.com/throwawaysh/throwawaysh/krun"
 	"github.com/throwawaysh/throwawaysh/rootfs"
 )
 
@@ -34,17 +36,46 @@ type config struct {
 	AllowPasswordlessFlag *bool    `name:"allow-passwordless" help:"Accept any user without a password (SSH 'none' authentication). Variable: SSH_ALLOW_PASSWORDLESS."`
 	LogLevel              string   `name:"log-level" env:"SSH_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
 	LogFormat             string   `name:"log-format" env:"SSH_LOG_FORMAT" default:"text" help:"Log format: text or json."`
-	SessionDiskMiB        int      `name:"session-disk-mib" env:"SSH_SESSION_DISK_MIB" default:"256" help:"MiB each session may write to its copy of the rootfs; the writes are kept in host memory and vanish with the session."`
 	RuntimeDir            string   `name:"runtime-dir" env:"SSH_RUNTIME_DIR" placeholder:"DIR" help:"Directory for per-session sockets and mountpoints, cleaned at start after a crash (default /run/throwawaysh for root, else $XDG_RUNTIME_DIR/throwawaysh or the temporary directory)."`
 	AcceptEnv             []string `name:"accept-env" env:"SSH_ACCEPT_ENV" sep:"," placeholder:"NAME" help:"Environment variables a client may send into the guest, beside LANG, LC_*, TZ and COLORTERM; shell patterns allowed. LD_* is never accepted."`
+	GuestNetwork          string   `name:"guest-network" env:"SSH_GUEST_NETWORK" default:"off" help:"Guest networking: off, or tsi, which gives every guest the host's network reach, host loopback included."`
+
+	// parseNumbers sets the numbers and the duration below from the
+	// *Flag strings. kong would reject an invalid variable even when the
+	// flag replaces it, and its message names neither the variable nor
+	// the accepted range.
+	VMCPUs                   int           `kong:"-"`
+	VMCPUsFlag               string        `name:"vm-cpus" env:"SSH_VM_CPUS" default:"1" placeholder:"N" help:"Virtual CPUs of each VM, 1 to 255 (default ${default})."`
+	VMMemoryMiB              int           `kong:"-"`
+	VMMemoryMiBFlag          string        `name:"vm-memory-mib" env:"SSH_VM_MEMORY_MIB" default:"256" placeholder:"MIB" help:"Memory of each VM in MiB, 32 to 65536 (default ${default})."`
+	SessionDiskMiB           int           `kong:"-"`
+	SessionDiskMiBFlag       string        `name:"session-disk-mib" env:"SSH_SESSION_DISK_MIB" default:"256" placeholder:"MIB" help:"MiB each session may write to its copy of the rootfs, 1 to 1048576 (default ${default}); the writes take host memory and vanish with the session."`
+	HandshakeTimeout         time.Duration `kong:"-"`
+	HandshakeTimeoutFlag     string        `name:"handshake-timeout" env:"SSH_HANDSHAKE_TIMEOUT" default:"30s" placeholder:"DURATION" help:"Time a client has to finish the SSH handshake and authentication, 1s to 10m (default ${default})."`
+	MaxStartups              int           `kong:"-"`
+	MaxStartupsFlag          string        `name:"max-startups" env:"SSH_MAX_STARTUPS" default:"100" placeholder:"N" help:"Maximum number of connections that have not finished authentication, in all; further ones are closed at once (default ${default})."`
+	PerSourceMaxStartups     int           `kong:"-"`
+	PerSourceMaxStartupsFlag string        `name:"per-source-max-startups" env:"SSH_PER_SOURCE_MAX_STARTUPS" default:"10" placeholder:"N" help:"Maximum number of connections that have not finished authentication from one IPv4 address or IPv6 /64 prefix; further ones are closed at once (default ${default})."`
 
 	Version bool `name:"version" help:"Print the version and exit."`
 	Help    bool `name:"help" short:"h" help:"Show this help and exit."`
 }
 
 var (
-	logLevels  = []string{"debug", "info", "warn", "error"}
-	logFormats = []string{"text", "json"}
+	logLevels     = []string{"debug", "info", "warn", "error"}
+	logFormats    = []string{"text", "json"}
+	guestNetworks = []string{"off", "tsi"}
+)
+
+// Ranges of the numeric flags.
+const (
+	// maxVMMemoryMiB is far above what a throwaway session needs, and low
+	// enough to catch a value given in KiB by mistake. libkrun itself
+	// accepts up to 2^32-1 MiB.
+	maxVMMemoryMiB = 64 << 10
+
+	minHandshakeTimeout = time.Second
+	maxHandshakeTimeout = 10 * time.Minute
 )
 
 // maxRuntimeDirBytes bounds --runtime-dir so that a session's agent socket,
@@ -103,6 +134,9 @@ func parseConfig(args []string, stdout io.Writer) (cfg config, done bool, err er
 	if cfg.RuntimeDir == "" {
 		cfg.RuntimeDir = defaultRuntimeDir()
 	}
+	if err := cfg.parseNumbers(); err != nil {
+		return cfg, false, &usageError{err.Error()}
+	}
 	if err := cfg.validate(); err != nil {
 		return cfg, false, &usageError{err.Error()}
 	}
@@ -137,6 +171,78 @@ func (c *config) resolvePasswordless() error {
 	return nil
 }
 
+// numberFlag is a flag that takes a whole number, with its accepted range.
+type numberFlag struct {
+	name, variable string
+	min            int
+	// max is the largest value accepted, or 0 for no upper bound.
+	max int
+}
+
+var (
+	vmCPUsFlag               = numberFlag{"--vm-cpus", "SSH_VM_CPUS", 1, krun.MaxCPUs}
+	vmMemoryFlag             = numberFlag{"--vm-memory-mib", "SSH_VM_MEMORY_MIB", krun.MinMemoryMiB, maxVMMemoryMiB}
+	maxStartupsFlag          = numberFlag{"--max-startups", "SSH_MAX_STARTUPS", 1, 0}
+	perSourceMaxStartupsFlag = numberFlag{"--per-source-max-startups", "SSH_PER_SOURCE_MAX_STARTUPS", 1, 0}
+	sessionDiskFlag          = numberFlag{"--session-disk-mib", "SSH_SESSION_DISK_MIB", sandbox.MinDiskMiB, sandbox.MaxDiskMiB}
+)
+
+// check returns an error when n is out of the flag's range.
+func (f numberFlag) check(n int) error {
+	if n < f.min || (f.max > 0 && n > f.max) {
+		return f.invalid(strconv.Itoa(n))
+	}
+	return nil
+}
+
+// invalid returns the error for the value text, naming flag, variable and
+// range.
+func (f numberFlag) invalid(text string) error {
+	accepted := fmt.Sprintf("a whole number of at least %d", f.min)
+	if f.max > 0 {
+		accepted = fmt.Sprintf("a whole number from %d to %d", f.min, f.max)
+	}
+	return fmt.Errorf("invalid %s (%s) %q: must be %s", f.name, f.variable, text, accepted)
+}
+
+// parseNumbers sets the numeric fields and HandshakeTimeout from their
+// *Flag strings, which kong filled from the flag or else the variable, and
+// clears those strings. validate checks the ranges.
+func (c *config) parseNumbers() error {
+	numbers := []struct {
+		flag  numberFlag
+		text  *string
+		value *int
+	}{
+		{vmCPUsFlag, &c.VMCPUsFlag, &c.VMCPUs},
+		{vmMemoryFlag, &c.VMMemoryMiBFlag, &c.VMMemoryMiB},
+		{maxStartupsFlag, &c.MaxStartupsFlag, &c.MaxStartups},
+		{perSourceMaxStartupsFlag, &c.PerSourceMaxStartupsFlag, &c.PerSourceMaxStartups},
+		{sessionDiskFlag, &c.SessionDiskMiBFlag, &c.SessionDiskMiB},
+	}
+	for _, n := range numbers {
+		value, err := strconv.Atoi(strings.TrimSpace(*n.text))
+		if err != nil {
+			return n.flag.invalid(*n.text)
+		}
+		*n.value = value
+		*n.text = ""
+	}
+
+	timeout, err := time.ParseDuration(strings.TrimSpace(c.HandshakeTimeoutFlag))
+	if err != nil {
+		return handshakeTimeoutError(c.HandshakeTimeoutFlag)
+	}
+	c.HandshakeTimeout = timeout
+	c.HandshakeTimeoutFlag = ""
+	return nil
+}
+
+func handshakeTimeoutError(text string) error {
+	return fmt.Errorf("invalid --handshake-timeout (SSH_HANDSHAKE_TIMEOUT) %q: must be a duration from %s to %s, such as 30s or 2m",
+		text, minHandshakeTimeout, maxHandshakeTimeout)
+}
+
 // validate checks every value and returns the first problem, naming the
 // flag, its variable, the value and what is accepted.
 func (c config) validate() error {
@@ -164,8 +270,8 @@ func (c config) validate() error {
 	if !slices.Contains(logFormats, c.LogFormat) {
 		return fmt.Errorf("invalid --log-format (SSH_LOG_FORMAT) %q: must be one of %s", c.LogFormat, strings.Join(logFormats, ", "))
 	}
-	if c.SessionDiskMiB < sandbox.MinDiskMiB || c.SessionDiskMiB > sandbox.MaxDiskMiB {
-		return fmt.Errorf("invalid --session-disk-mib (SSH_SESSION_DISK_MIB) %d: must be between %d and %d", c.SessionDiskMiB, sandbox.MinDiskMiB, sandbox.MaxDiskMiB)
+	if err := sessionDiskFlag.check(c.SessionDiskMiB); err != nil {
+		return err
 	}
 	if c.RuntimeDir != "" && !filepath.IsAbs(c.RuntimeDir) {
 		return fmt.Errorf("invalid --runtime-dir (SSH_RUNTIME_DIR) %q: must be an absolute path", c.RuntimeDir)
@@ -177,6 +283,22 @@ func (c config) validate() error {
 		if err := validateEnvPattern(pattern); err != nil {
 			return fmt.Errorf("invalid --accept-env (SSH_ACCEPT_ENV) %q: %w", pattern, err)
 		}
+	}
+	if !slices.Contains(guestNetworks, c.GuestNetwork) {
+		return fmt.Errorf("invalid --guest-network (SSH_GUEST_NETWORK) %q: must be one of %s", c.GuestNetwork, strings.Join(guestNetworks, ", "))
+	}
+	for _, err := range []error{
+		vmCPUsFlag.check(c.VMCPUs),
+		vmMemoryFlag.check(c.VMMemoryMiB),
+		maxStartupsFlag.check(c.MaxStartups),
+		perSourceMaxStartupsFlag.check(c.PerSourceMaxStartups),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	if c.HandshakeTimeout < minHandshakeTimeout || c.HandshakeTimeout > maxHandshakeTimeout {
+		return handshakeTimeoutError(c.HandshakeTimeout.String())
 	}
 	return nil
 }

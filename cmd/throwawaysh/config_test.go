@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/throwawaysh/throwawaysh/internal/krtest"
 )
@@ -20,6 +21,8 @@ var configVariables = []string{
 	"SSH_ADDR", "SSH_HOST_KEY_PATH", "SSH_ROOTFS", "SSH_USERNAME", "SSH_PASSWORD",
 	"SSH_ALLOW_PASSWORDLESS", "SSH_LOG_LEVEL", "SSH_LOG_FORMAT", "SSH_ACCEPT_ENV",
 	"SSH_SESSION_DISK_MIB", "SSH_RUNTIME_DIR",
+	"SSH_GUEST_NETWORK", "SSH_VM_CPUS", "SSH_VM_MEMORY_MIB", "SSH_HANDSHAKE_TIMEOUT",
+	"SSH_MAX_STARTUPS", "SSH_PER_SOURCE_MAX_STARTUPS",
 }
 
 func clearConfigEnv(t *testing.T) {
@@ -47,8 +50,14 @@ func TestConfigDefaults(t *testing.T) {
 		LogLevel:    "info",
 		LogFormat:   "text",
 
-		SessionDiskMiB: 256,
-		RuntimeDir:     defaultRuntimeDir(),
+		SessionDiskMiB:       256,
+		RuntimeDir:           defaultRuntimeDir(),
+		GuestNetwork:         "off",
+		VMCPUs:               1,
+		VMMemoryMiB:          256,
+		HandshakeTimeout:     30 * time.Second,
+		MaxStartups:          100,
+		PerSourceMaxStartups: 10,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults = %+v, want %+v", cfg, want)
@@ -69,6 +78,12 @@ func TestConfigFromEnvironment(t *testing.T) {
 	t.Setenv("SSH_ACCEPT_ENV", "FOO,APP_*")
 	t.Setenv("SSH_SESSION_DISK_MIB", "128")
 	t.Setenv("SSH_RUNTIME_DIR", "/run/tw-test")
+	t.Setenv("SSH_GUEST_NETWORK", "tsi")
+	t.Setenv("SSH_VM_CPUS", "4")
+	t.Setenv("SSH_VM_MEMORY_MIB", "1024")
+	t.Setenv("SSH_HANDSHAKE_TIMEOUT", "1m30s")
+	t.Setenv("SSH_MAX_STARTUPS", "50")
+	t.Setenv("SSH_PER_SOURCE_MAX_STARTUPS", "5")
 
 	cfg, _, err := parseConfig(nil, &bytes.Buffer{})
 	if err != nil {
@@ -86,6 +101,13 @@ func TestConfigFromEnvironment(t *testing.T) {
 		AcceptEnv:         []string{"FOO", "APP_*"},
 		SessionDiskMiB:    128,
 		RuntimeDir:        "/run/tw-test",
+
+		GuestNetwork:         "tsi",
+		VMCPUs:               4,
+		VMMemoryMiB:          1024,
+		HandshakeTimeout:     90 * time.Second,
+		MaxStartups:          50,
+		PerSourceMaxStartups: 5,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config = %+v, want %+v", cfg, want)
@@ -100,8 +122,12 @@ func TestConfigFlagWinsOverEnvironment(t *testing.T) {
 	t.Setenv("SSH_LOG_LEVEL", "error")
 	t.Setenv("SSH_ALLOW_PASSWORDLESS", "true")
 	t.Setenv("SSH_ROOTFS", "/does/not/exist")
+	t.Setenv("SSH_VM_CPUS", "many")
+	t.Setenv("SSH_HANDSHAKE_TIMEOUT", "forever")
 
 	cfg, _, err := parseConfig([]string{
+		"--vm-cpus", "2",
+		"--handshake-timeout", "10s",
 		"--listen-addr", "127.0.0.1:2222",
 		"--username=from-flag",
 		"--log-level", "warn",
@@ -125,6 +151,12 @@ func TestConfigFlagWinsOverEnvironment(t *testing.T) {
 	}
 	if cfg.Rootfs != root {
 		t.Errorf("rootfs = %q, want the flag's", cfg.Rootfs)
+	}
+	if cfg.VMCPUs != 2 {
+		t.Errorf("vm cpus = %d, want the flag's 2", cfg.VMCPUs)
+	}
+	if cfg.HandshakeTimeout != 10*time.Second {
+		t.Errorf("handshake timeout = %s, want the flag's 10s", cfg.HandshakeTimeout)
 	}
 }
 
@@ -171,7 +203,7 @@ func TestConfigInvalidValues(t *testing.T) {
 		{"unknown flag", []string{"--rootfs", root, "--colour"}, nil,
 			[]string{"--colour"}},
 		{"session disk zero", []string{"--rootfs", root, "--session-disk-mib", "0"}, nil,
-			[]string{"--session-disk-mib", "SSH_SESSION_DISK_MIB", " 0:", "between 1 and"}},
+			[]string{"--session-disk-mib", "SSH_SESSION_DISK_MIB", `"0"`, "from 1 to 1048576"}},
 		{"session disk not a number", []string{"--rootfs", root}, map[string]string{"SSH_SESSION_DISK_MIB": "lots"},
 			[]string{"session-disk-mib", "lots"}},
 		{"runtime dir relative", []string{"--rootfs", root, "--runtime-dir", "run/tw"}, nil,
@@ -184,6 +216,34 @@ func TestConfigInvalidValues(t *testing.T) {
 			[]string{"SSH_ACCEPT_ENV", "LC_[", "pattern"}},
 		{"accept-env empty entry", []string{"--rootfs", root, "--accept-env", "FOO,,BAR"}, nil,
 			[]string{"--accept-env", "empty"}},
+		{"guest network unknown", []string{"--rootfs", root, "--guest-network", "on"}, nil,
+			[]string{"--guest-network", "SSH_GUEST_NETWORK", `"on"`, "off, tsi"}},
+		{"guest network unknown from env", []string{"--rootfs", root}, map[string]string{"SSH_GUEST_NETWORK": "bridge"},
+			[]string{"--guest-network", "SSH_GUEST_NETWORK", `"bridge"`, "off, tsi"}},
+		{"vm cpus zero", []string{"--rootfs", root, "--vm-cpus", "0"}, nil,
+			[]string{"--vm-cpus", "SSH_VM_CPUS", `"0"`, "from 1 to 255"}},
+		{"vm cpus over the maximum", []string{"--rootfs", root, "--vm-cpus", "256"}, nil,
+			[]string{"--vm-cpus", "SSH_VM_CPUS", `"256"`, "from 1 to 255"}},
+		{"vm cpus not a number", []string{"--rootfs", root}, map[string]string{"SSH_VM_CPUS": "two"},
+			[]string{"--vm-cpus", "SSH_VM_CPUS", `"two"`, "from 1 to 255"}},
+		{"vm memory under the minimum", []string{"--rootfs", root, "--vm-memory-mib", "16"}, nil,
+			[]string{"--vm-memory-mib", "SSH_VM_MEMORY_MIB", `"16"`, "from 32 to 65536"}},
+		{"vm memory over the maximum", []string{"--rootfs", root, "--vm-memory-mib", "1048576"}, nil,
+			[]string{"--vm-memory-mib", "SSH_VM_MEMORY_MIB", `"1048576"`, "from 32 to 65536"}},
+		{"vm memory with a unit", []string{"--rootfs", root}, map[string]string{"SSH_VM_MEMORY_MIB": "1G"},
+			[]string{"--vm-memory-mib", "SSH_VM_MEMORY_MIB", `"1G"`, "from 32 to 65536"}},
+		{"handshake timeout not a duration", []string{"--rootfs", root, "--handshake-timeout", "30"}, nil,
+			[]string{"--handshake-timeout", "SSH_HANDSHAKE_TIMEOUT", `"30"`, "from 1s to 10m0s"}},
+		{"handshake timeout too short", []string{"--rootfs", root}, map[string]string{"SSH_HANDSHAKE_TIMEOUT": "500ms"},
+			[]string{"--handshake-timeout", "SSH_HANDSHAKE_TIMEOUT", `"500ms"`, "from 1s to 10m0s"}},
+		{"handshake timeout too long", []string{"--rootfs", root, "--handshake-timeout", "1h"}, nil,
+			[]string{"--handshake-timeout", "SSH_HANDSHAKE_TIMEOUT", `"1h0m0s"`, "from 1s to 10m0s"}},
+		{"max startups zero", []string{"--rootfs", root, "--max-startups", "0"}, nil,
+			[]string{"--max-startups", "SSH_MAX_STARTUPS", `"0"`, "at least 1"}},
+		{"per-source max startups negative", []string{"--rootfs", root}, map[string]string{"SSH_PER_SOURCE_MAX_STARTUPS": "-3"},
+			[]string{"--per-source-max-startups", "SSH_PER_SOURCE_MAX_STARTUPS", `"-3"`, "at least 1"}},
+		{"per-source max startups empty", []string{"--rootfs", root, "--per-source-max-startups="}, nil,
+			[]string{"--per-source-max-startups", "SSH_PER_SOURCE_MAX_STARTUPS", `""`, "at least 1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

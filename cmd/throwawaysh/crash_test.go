@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -42,7 +43,8 @@ func runServerProcessIfRequested() {
 		os.Exit(exitFailure)
 	}
 	defer runtimeDir.Close()
-	srv, err := newServer(cfg, &krtest.Launcher{}, logger)
+	sessions := middleware.NewTracker()
+	srv, err := newServer(cfg, &krtest.Launcher{}, sessions, logger)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(exitFailure)
@@ -53,7 +55,7 @@ func runServerProcessIfRequested() {
 		os.Exit(exitFailure)
 	}
 	fmt.Printf("listening %s\n", ln.Addr())
-	os.Exit(serve(srv, ln, logger))
+	os.Exit(serve(context.Background(), srv, ln, sessions, logger))
 }
 
 // serverProcess is a server started by startServerProcess.
@@ -149,8 +151,12 @@ func TestServerCrashLeftoversRemovedAtStart(t *testing.T) {
 	if _, err := os.Stat(sessions[0]); !os.IsNotExist(err) {
 		t.Errorf("session directory %s still exists after the next start (err = %v)", sessions[0], err)
 	}
-	if !strings.Contains(second.stderr.String(), "stale session directory removed") ||
-		!strings.Contains(second.stderr.String(), sessions[0]) {
-		t.Errorf("the next server did not log what it removed:\n%s", second.stderr.String())
+	// The log arrives through a pipe of its own, maybe after "listening".
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(second.stderr.String(), "stale session directory removed dir="+sessions[0]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the next server did not log what it removed:\n%s", second.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/throwawaysh/throwawaysh/internal/krtest"
 	"github.com/throwawaysh/throwawaysh/krun"
+	"github.com/throwawaysh/throwawaysh/middleware"
 )
 
 func TestMain(m *testing.M) {
@@ -42,6 +43,8 @@ type testServer struct {
 	port string
 	cfg  config
 	logs *syncBuffer
+	// sessions is the server's session tracker.
+	sessions *middleware.Tracker
 }
 
 // syncBuffer collects the server's log for assertions and failure output.
@@ -67,15 +70,21 @@ func (b *syncBuffer) String() string {
 func testConfig(t *testing.T, rootDir string) config {
 	t.Helper()
 	return config{
-		ListenAddr:     "127.0.0.1:0",
-		HostKeyPath:    filepath.Join(t.TempDir(), "host_key"),
-		Rootfs:         rootDir,
-		Username:       "test",
-		Password:       testPassword,
-		LogLevel:       "debug",
-		LogFormat:      "text",
-		SessionDiskMiB: 64,
-		RuntimeDir:     shortTempDir(t),
+		ListenAddr:           "127.0.0.1:0",
+		HostKeyPath:          filepath.Join(t.TempDir(), "host_key"),
+		Rootfs:               rootDir,
+		Username:             "test",
+		Password:             testPassword,
+		LogLevel:             "debug",
+		LogFormat:            "text",
+		SessionDiskMiB:       64,
+		RuntimeDir:           shortTempDir(t),
+		GuestNetwork:         "off",
+		VMCPUs:               krun.DefaultCPUs,
+		VMMemoryMiB:          krun.DefaultMemoryMiB,
+		HandshakeTimeout:     30 * time.Second,
+		MaxStartups:          100,
+		PerSourceMaxStartups: 10,
 	}
 }
 
@@ -96,7 +105,8 @@ func startServer(t *testing.T, cfg config, launcher krun.Launcher) *testServer {
 	t.Helper()
 	logs := &syncBuffer{}
 	logger := newLogger(cfg, logs)
-	srv, err := newServer(cfg, launcher, logger)
+	sessions := middleware.NewTracker()
+	srv, err := newServer(cfg, launcher, sessions, logger)
 	if err != nil {
 		t.Fatalf("newServer: %v", err)
 	}
@@ -112,7 +122,7 @@ func startServer(t *testing.T, cfg config, launcher krun.Launcher) *testServer {
 		}
 	})
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return &testServer{addr: ln.Addr().String(), port: port, cfg: cfg, logs: logs}
+	return &testServer{addr: ln.Addr().String(), port: port, cfg: cfg, logs: logs, sessions: sessions}
 }
 
 // krtestRootfs and testLauncher give tests that need only the test

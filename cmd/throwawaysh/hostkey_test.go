@@ -73,7 +73,7 @@ func TestHostKeyCorruptFileStopsServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, err := newServer(cfg, &krtest.Launcher{}, newLogger(cfg, &syncBuffer{}))
+	_, err := newServer(cfg, &krtest.Launcher{}, middleware.NewTracker(), newLogger(cfg, &syncBuffer{}))
 	if err == nil {
 		t.Fatal("newServer accepted a corrupt host key")
 	}
@@ -94,7 +94,7 @@ func TestHostKeyUnreadableFileStopsServer(t *testing.T) {
 		if err := os.Mkdir(cfg.HostKeyPath, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := newServer(cfg, &krtest.Launcher{}, newLogger(cfg, &syncBuffer{})); err == nil {
+		if _, err := newServer(cfg, &krtest.Launcher{}, middleware.NewTracker(), newLogger(cfg, &syncBuffer{})); err == nil {
 			t.Fatal("newServer accepted a directory as the host key")
 		}
 		return
@@ -103,7 +103,7 @@ func TestHostKeyUnreadableFileStopsServer(t *testing.T) {
 	if err := os.WriteFile(cfg.HostKeyPath, []byte("x"), 0o000); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := newServer(cfg, &krtest.Launcher{}, newLogger(cfg, &syncBuffer{})); err == nil {
+	if _, err := newServer(cfg, &krtest.Launcher{}, middleware.NewTracker(), newLogger(cfg, &syncBuffer{})); err == nil {
 		t.Fatal("newServer accepted an unreadable host key")
 	}
 }
@@ -111,7 +111,7 @@ func TestHostKeyUnreadableFileStopsServer(t *testing.T) {
 func TestHostKeyCreatedInMissingDirectoryFails(t *testing.T) {
 	cfg := testConfig(t, krtest.Rootfs(t, false))
 	cfg.HostKeyPath = filepath.Join(t.TempDir(), "no-such-dir", "key")
-	_, err := newServer(cfg, &krtest.Launcher{}, newLogger(cfg, &syncBuffer{}))
+	_, err := newServer(cfg, &krtest.Launcher{}, middleware.NewTracker(), newLogger(cfg, &syncBuffer{}))
 	if err == nil || !strings.Contains(err.Error(), "no-such-dir") {
 		t.Fatalf("err = %v, want an error naming the missing directory", err)
 	}
@@ -125,7 +125,7 @@ func TestHostKeyReadableByOthersRejected(t *testing.T) {
 	if err := os.Chmod(cfg.HostKeyPath, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := newServer(cfg, &krtest.Launcher{}, newLogger(cfg, &syncBuffer{}))
+	_, err := newServer(cfg, &krtest.Launcher{}, middleware.NewTracker(), newLogger(cfg, &syncBuffer{}))
 	if err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("err = %v, want a refusal that says to chmod 600", err)
 	}
@@ -136,7 +136,7 @@ func TestHostKeyDanglingLinkFails(t *testing.T) {
 	if err := os.Symlink(filepath.Join(t.TempDir(), "gone"), cfg.HostKeyPath); err != nil {
 		t.Fatal(err)
 	}
-	_, err := newServer(cfg, &krtest.Launcher{}, newLogger(cfg, &syncBuffer{}))
+	_, err := newServer(cfg, &krtest.Launcher{}, middleware.NewTracker(), newLogger(cfg, &syncBuffer{}))
 	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
 		t.Fatalf("err = %v, want an error about the dangling link", err)
 	}

@@ -37,6 +37,8 @@ func TestLoadConcurrentSessions(t *testing.T) {
 		t.Skip("load test skipped in -short mode")
 	}
 	cfg := testConfig(t, krtestRootfs(t))
+	// All clients connect from 127.0.0.1 at once.
+	cfg.PerSourceMaxStartups = loadSessions
 	srv := startServer(t, cfg, testLauncher())
 	exe, err := os.Executable()
 	if err != nil {

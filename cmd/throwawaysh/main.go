@@ -33,9 +33,14 @@ const (
 	exitUsage = 2
 )
 
-// shutdownGrace is how long a stopping server waits for sessions to end
-// after it has closed their connections.
+// shutdownGrace is how long a stopping server waits for its sessions to
+// end and their clients to disconnect, and then again for the sessions to
+// end after it has closed every connection.
 const shutdownGrace = 5 * time.Second
+
+// shutdownMessage is the reason each client receives on stderr, after
+// "throwawaysh: ", when the server stops its session.
+const shutdownMessage = "server shutting down"
 
 func main() {
 	// A VM's host process is this binary started again; it never returns
@@ -86,7 +91,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer runtimeDir.Close()
 
-	srv, err := newServer(cfg, launcher, logger)
+	sessions := middleware.NewTracker()
+	srv, err := newServer(cfg, launcher, sessions, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "throwawaysh: %s\n", err)
 		return exitFailure
@@ -99,37 +105,67 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.Password == "test" && !cfg.AllowPasswordless {
 		logger.Warn("using the default password; set SSH_PASSWORD before exposing this server")
 	}
+	if cfg.GuestNetwork == "tsi" {
+		logger.Warn("guest network on: every guest reaches what the host reaches, host loopback included")
+	}
 	logger.Info("server start", "addr", ln.Addr().String(), "version", version, "libkrun", lib.Path(), "rootfs", cfg.Rootfs, "runtime_dir", cfg.RuntimeDir)
-	return serve(srv, ln, logger)
-}
 
-// serve runs srv on ln until SIGINT or SIGTERM, then closes every
-// connection, which ends every session and kills its VM.
-func serve(srv *ssh.Server, ln net.Listener, logger *slog.Logger) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	return serve(ctx, srv, ln, sessions, logger)
+}
 
+// serve runs srv on ln until ctx is done or serving fails, then shuts
+// down. It stops accepting connections, ends every session through
+// sessions so that each client gets shutdownMessage and exit status
+// middleware.ExitShutdown, waits up to shutdownGrace for the clients to
+// disconnect and closes the connections left. It returns exitOK after a
+// shutdown that ctx started and that left no session behind.
+func serve(ctx context.Context, srv *ssh.Server, ln net.Listener, sessions *middleware.Tracker, logger *slog.Logger) int {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
+	status := exitOK
+	var serveErr error
 	select {
-	case err := <-served:
-		logger.Error("server stopped", "err", err)
-		return exitFailure
+	case serveErr = <-served:
+		logger.Error("server stopped accepting connections", "err", serveErr)
+		status = exitFailure
 	case <-ctx.Done():
+		logger.Info("server stop", "reason", context.Cause(ctx), "sessions", sessions.Len())
 	}
 
-	logger.Info("server stop", "reason", "signal")
-	// TODO: tell connected clients why their session ends before closing.
+	graceCtx, cancelGrace := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancelGrace()
+	// Shutdown closes the listener at once and then waits for the clients
+	// to close their connections, which they do once their sessions end.
+	disconnected := make(chan error, 1)
+	go func() { disconnected <- srv.Shutdown(graceCtx) }()
+	if err := sessions.Shutdown(graceCtx, shutdownMessage); err != nil {
+		logger.Warn("sessions did not end within the grace period", "grace", shutdownGrace, "err", err)
+	}
+	if err := <-disconnected; errors.Is(err, context.DeadlineExceeded) {
+		logger.Warn("clients did not disconnect within the grace period, closing their connections", "grace", shutdownGrace)
+	} else if err != nil {
+		logger.Error("shut down server", "err", err)
+	}
+	// Close ends what is left: connections of clients that did not
+	// disconnect, and connections without a session. A session whose
+	// connection ends kills its VM.
 	if err := srv.Close(); err != nil {
 		logger.Error("close server", "err", err)
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		logger.Error("shut down server", "err", err)
+	waitCtx, cancelWait := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancelWait()
+	if err := sessions.Shutdown(waitCtx, shutdownMessage); err != nil {
+		logger.Error("sessions outlived the shutdown", "err", err)
+		status = exitFailure
 	}
-	return exitOK
+	if serveErr == nil {
+		<-served
+	}
+	logger.Info("server stopped", "status", status)
+	return status
 }
 
 // newLogger returns the service's logger: charm log's handler behind

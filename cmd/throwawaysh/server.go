@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"slices"
-	"time"
 
 	"charm.land/ssh"
 	"charm.land/wish/v2"
@@ -15,13 +14,11 @@ import (
 	"github.com/throwawaysh/throwawaysh/middleware"
 )
 
-// handshakeTimeout bounds the SSH handshake and authentication, so a client
-// that connects and stays silent does not hold a connection forever.
-const handshakeTimeout = 30 * time.Second
-
-// newServer composes the SSH server from cfg: host key, authentication and
-// the session middlewares, with launcher booting the VMs.
-func newServer(cfg config, launcher krun.Launcher, logger *slog.Logger) (*ssh.Server, error) {
+// newServer composes the SSH server from cfg: host key, authentication,
+// limits on unauthenticated connections and the session middlewares, with
+// launcher booting the VMs and sessions recording the live sessions for
+// the shutdown.
+func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker, logger *slog.Logger) (*ssh.Server, error) {
 	signer, created, err := middleware.LoadOrCreateHostKey(cfg.HostKeyPath)
 	if err != nil {
 		return nil, err
@@ -32,20 +29,26 @@ func newServer(cfg config, launcher krun.Launcher, logger *slog.Logger) (*ssh.Se
 		logger.Info("host key loaded", "path", cfg.HostKeyPath, "fingerprint", fingerprint(signer))
 	}
 
+	vmOptions := []middleware.VMOption{
+		middleware.WithRootfs(cfg.Rootfs),
+		middleware.WithResources(cfg.VMCPUs, cfg.VMMemoryMiB),
+		middleware.WithGuestNetwork(cfg.GuestNetwork == "tsi"),
+		middleware.WithSessionDisk(cfg.SessionDiskMiB),
+		middleware.WithRuntimeDir(cfg.RuntimeDir),
+	}
 	chain := []wish.Middleware{
 		middleware.Route(),
-		middleware.VM(launcher,
-			middleware.WithRootfs(cfg.Rootfs),
-			middleware.WithSessionDisk(cfg.SessionDiskMiB),
-			middleware.WithRuntimeDir(cfg.RuntimeDir),
-		),
+		middleware.VM(launcher, vmOptions...),
+		sessions.Middleware(),
 		middleware.Logging(logger),
 	}
 	options := []ssh.Option{
 		wish.WithAddress(cfg.ListenAddr),
 		func(srv *ssh.Server) error {
 			srv.AddHostKey(signer)
-			srv.HandshakeTimeout = handshakeTimeout
+			// The deadline covers key exchange and authentication,
+			// so it also frees the places that LimitStartups counts.
+			srv.HandshakeTimeout = cfg.HandshakeTimeout
 			srv.ConnectionFailedCallback = func(conn net.Conn, err error) {
 				logger.Info("connection failed", "remote", conn.RemoteAddr().String(), "err", err)
 			}
@@ -62,6 +65,8 @@ func newServer(cfg config, launcher krun.Launcher, logger *slog.Logger) (*ssh.Se
 	if cfg.AllowPasswordless {
 		options = append(options, middleware.AllowPasswordless(logger))
 	}
+	// Last, so that it wraps the callbacks that the options above set.
+	options = append(options, middleware.LimitStartups(cfg.MaxStartups, cfg.PerSourceMaxStartups, logger))
 
 	srv, err := wish.NewServer(options...)
 	if err != nil {
