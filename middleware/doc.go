@@ -3,7 +3,10 @@
 // It provides Wish middlewares and server options that compose into a
 // complete service or can be used one by one in another Wish app:
 //
-//   - PasswordAuth and AllowPasswordless: authentication (server options).
+//   - PasswordAuth, PublicKeyAuth (with LoadAuthorizedKeys) and
+//     AllowPasswordless: authentication (server options).
+//   - TrackAuthFailures: logs failed authentication attempts and slows
+//     down repeated ones from one address (server option).
 //   - FilterRequests: passes only allowed env variables to the guest and
 //     rejects agent and X11 forwarding (server option).
 //   - RawPTY: records pty-req without the SSH library's PTY emulation, so

@@ -11,7 +11,8 @@ import (
 )
 
 // Logging returns a middleware that gives each session an id and a logger
-// carrying session, user and remote, and logs "session start" and
+// carrying session, user and remote, and key (see KeyFingerprint) when the
+// client authenticated with a public key. It logs "session start" and
 // "session end". Other middlewares find the logger with Logger. List it
 // last in wish.WithMiddleware so it runs first and wraps everything else.
 // A nil logger discards.
@@ -25,11 +26,15 @@ func Logging(logger *slog.Logger) wish.Middleware {
 			ctx := s.Context()
 
 			id := newSessionID()
-			sessionLogger := logger.With(
+			fields := []any{
 				"session", id,
 				"user", logSafe(s.User()),
 				"remote", s.RemoteAddr().String(),
-			)
+			}
+			if fingerprint := KeyFingerprint(ctx); fingerprint != "" {
+				fields = append(fields, "key", fingerprint)
+			}
+			sessionLogger := logger.With(fields...)
 			ctx.SetValue(sessionIDKey, id)
 			ctx.SetValue(loggerKey, sessionLogger)
 

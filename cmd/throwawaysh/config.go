@@ -17,6 +17,7 @@ import (
 
 	"github.com/throwawaysh/throwawaysh/internal/sandbox"
 	"github.com/throwawaysh/throwawaysh/krun"
+	"github.com/throwawaysh/throwawaysh/middleware"
 	"github.com/throwawaysh/throwawaysh/rootfs"
 )
 
@@ -27,8 +28,12 @@ type config struct {
 	ListenAddr  string `name:"listen-addr" env:"SSH_ADDR" default:":2222" help:"Address to listen on for SSH connections, HOST:PORT or :PORT."`
 	HostKeyPath string `name:"host-key-path" env:"SSH_HOST_KEY_PATH" default:"server_key" help:"SSH host key file (ed25519 created there, mode 0600, when missing)."`
 	Rootfs      string `name:"rootfs" env:"SSH_ROOTFS" placeholder:"DIR" help:"Guest root directory that every VM boots from (required; build one with 'make rootfs')."`
-	Username    string `name:"username" env:"SSH_USERNAME" default:"test" help:"User name accepted by password authentication."`
-	Password    string `name:"password" env:"SSH_PASSWORD" default:"test" help:"Password accepted by password authentication. Prefer the variable: flags show up in ps."`
+	Username    string `name:"username" env:"SSH_USERNAME" default:"test" help:"User name accepted by password and public key authentication."`
+	// Password is read from PasswordFlag by parseConfig, because its
+	// default depends on whether AuthorizedKeys is set.
+	Password       string  `kong:"-"`
+	PasswordFlag   *string `name:"password" env:"SSH_PASSWORD" help:"Password accepted by password authentication. Default: test, or none (keys only) when --authorized-keys is set. Prefer the variable: flags show up in ps."`
+	AuthorizedKeys string  `name:"authorized-keys" env:"SSH_AUTHORIZED_KEYS" placeholder:"PATH" help:"OpenSSH authorized_keys file whose keys may log in as --username (public key authentication). Key options such as from= are not supported."`
 	// AllowPasswordless is read from the flag, else from its variable by
 	// parseConfig: kong would reject an invalid variable even when the
 	// flag given on the command line replaces it.
@@ -56,6 +61,10 @@ type config struct {
 	MaxStartupsFlag          string        `name:"max-startups" env:"SSH_MAX_STARTUPS" default:"100" placeholder:"N" help:"Maximum number of connections that have not finished authentication, in all; further ones are closed at once (default ${default})."`
 	PerSourceMaxStartups     int           `kong:"-"`
 	PerSourceMaxStartupsFlag string        `name:"per-source-max-startups" env:"SSH_PER_SOURCE_MAX_STARTUPS" default:"10" placeholder:"N" help:"Maximum number of connections that have not finished authentication from one IPv4 address or IPv6 /64 prefix; further ones are closed at once (default ${default})."`
+
+	// authFailures configures how repeated failed logins are slowed
+	// down. The service uses the defaults; tests record the delays.
+	authFailures middleware.FailureTrackerConfig `kong:"-"`
 
 	Version bool `name:"version" help:"Print the version and exit."`
 	Help    bool `name:"help" short:"h" help:"Show this help and exit."`
@@ -137,6 +146,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg config, done bool, err er
 	if err := cfg.parseNumbers(); err != nil {
 		return cfg, false, &usageError{err.Error()}
 	}
+	cfg.resolvePassword()
 	if err := cfg.validate(); err != nil {
 		return cfg, false, &usageError{err.Error()}
 	}
@@ -243,6 +253,26 @@ func handshakeTimeoutError(text string) error {
 		text, minHandshakeTimeout, maxHandshakeTimeout)
 }
 
+// defaultPassword is the password when neither --password nor
+// --authorized-keys is given. The service warns when it runs with it.
+const defaultPassword = "test"
+
+// resolvePassword sets Password from the flag or its variable if either
+// was given. Otherwise it sets the default password, unless authorized
+// keys are configured. An operator who sets up keys expects them to be the
+// only way in, without a well-known password beside them.
+func (c *config) resolvePassword() {
+	switch {
+	case c.PasswordFlag != nil:
+		c.Password = *c.PasswordFlag
+	case c.AuthorizedKeys == "":
+		c.Password = defaultPassword
+	default:
+		c.Password = ""
+	}
+	c.PasswordFlag = nil
+}
+
 // validate checks every value and returns the first problem, naming the
 // flag, its variable, the value and what is accepted.
 func (c config) validate() error {
@@ -258,11 +288,19 @@ func (c config) validate() error {
 	if err := rootfs.Check(c.Rootfs); err != nil {
 		return fmt.Errorf("invalid --rootfs (SSH_ROOTFS) %q: %w", c.Rootfs, err)
 	}
+	if c.Username == "" && c.AuthorizedKeys != "" {
+		return errors.New("invalid --username (SSH_USERNAME): must not be empty with --authorized-keys, because the keys are accepted for that user name only")
+	}
 	if c.Username == "" && !c.AllowPasswordless {
 		return errors.New("invalid --username (SSH_USERNAME): must not be empty unless --allow-passwordless is set")
 	}
-	if c.Password == "" && !c.AllowPasswordless {
-		return errors.New("invalid --password (SSH_PASSWORD): must not be empty; set one, or use --allow-passwordless")
+	if c.Password == "" && !c.AllowPasswordless && c.AuthorizedKeys == "" {
+		return errors.New("invalid --password (SSH_PASSWORD): must not be empty; set one, or use --authorized-keys or --allow-passwordless")
+	}
+	if c.AuthorizedKeys != "" {
+		if _, err := middleware.LoadAuthorizedKeys(c.AuthorizedKeys); err != nil {
+			return fmt.Errorf("invalid --authorized-keys (SSH_AUTHORIZED_KEYS): %w", err)
+		}
 	}
 	if !slices.Contains(logLevels, c.LogLevel) {
 		return fmt.Errorf("invalid --log-level (SSH_LOG_LEVEL) %q: must be one of %s", c.LogLevel, strings.Join(logLevels, ", "))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/throwawaysh/throwawaysh/internal/krtest"
+	"github.com/throwawaysh/throwawaysh/middleware"
 )
 
 // configVariables are every variable the service reads; each test starts
@@ -23,6 +24,7 @@ var configVariables = []string{
 	"SSH_SESSION_DISK_MIB", "SSH_RUNTIME_DIR",
 	"SSH_GUEST_NETWORK", "SSH_VM_CPUS", "SSH_VM_MEMORY_MIB", "SSH_HANDSHAKE_TIMEOUT",
 	"SSH_MAX_STARTUPS", "SSH_PER_SOURCE_MAX_STARTUPS",
+	"SSH_AUTHORIZED_KEYS",
 }
 
 func clearConfigEnv(t *testing.T) {
@@ -288,7 +290,7 @@ func TestConfigVersionAndHelp(t *testing.T) {
 	if err != nil || !done {
 		t.Fatalf("--help: done=%v err=%v", done, err)
 	}
-	for _, flag := range []string{"--listen-addr", "--host-key-path", "--rootfs", "--username", "--password", "--allow-passwordless", "--log-level", "--log-format", "SSH_ADDR"} {
+	for _, flag := range []string{"--listen-addr", "--host-key-path", "--rootfs", "--username", "--password", "--authorized-keys", "--allow-passwordless", "--log-level", "--log-format", "SSH_ADDR", "SSH_AUTHORIZED_KEYS"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("--help does not mention %s", flag)
 		}
@@ -402,5 +404,108 @@ func TestConfigPasswordlessFlagWinsOverInvalidVariable(t *testing.T) {
 	cfg, _, err = parseConfig([]string{"--rootfs", root}, &bytes.Buffer{})
 	if err != nil || !cfg.AllowPasswordless {
 		t.Errorf("SSH_ALLOW_PASSWORDLESS=yes: allow-passwordless = %v, err = %v, want true", cfg.AllowPasswordless, err)
+	}
+}
+
+func TestConfigAuthorizedKeysPasswordDefault(t *testing.T) {
+	root := krtest.Rootfs(t, false)
+	keys := writeAuthorizedKeys(t, newSSHKey(t))
+
+	tests := []struct {
+		name         string
+		args         []string
+		env          map[string]string
+		wantPassword string
+	}{
+		{"neither: the default password", nil, nil, "test"},
+		{"keys only: no password", []string{"--authorized-keys", keys}, nil, ""},
+		{"keys from the variable: no password", nil, map[string]string{"SSH_AUTHORIZED_KEYS": keys}, ""},
+		{"keys and password flag", []string{"--authorized-keys", keys, "--password", "pw"}, nil, "pw"},
+		{"keys and password variable", []string{"--authorized-keys", keys}, map[string]string{"SSH_PASSWORD": "pw"}, "pw"},
+		{"keys and an empty password: keys only", []string{"--authorized-keys", keys, "--password="}, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearConfigEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			cfg, _, err := parseConfig(append([]string{"--rootfs", root}, tt.args...), &bytes.Buffer{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Password != tt.wantPassword {
+				t.Errorf("password = %q, want %q", cfg.Password, tt.wantPassword)
+			}
+			if cfg.PasswordFlag != nil {
+				t.Error("PasswordFlag is left set after parsing")
+			}
+		})
+	}
+}
+
+func TestConfigInvalidAuthorizedKeys(t *testing.T) {
+	root := krtest.Rootfs(t, false)
+	key := newSSHKey(t)
+	good := writeAuthorizedKeys(t, key)
+	missing := filepath.Join(t.TempDir(), "authorized_keys")
+	badLine := filepath.Join(t.TempDir(), "authorized_keys")
+	if err := os.WriteFile(badLine, []byte(key.publicLine+"\nfrom=\"10.0.0.0/8\" "+key.publicLine+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writable := writeAuthorizedKeys(t, key)
+	if err := os.Chmod(writable, 0o666); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{"missing file", []string{"--authorized-keys", missing}, nil,
+			[]string{"--authorized-keys", "SSH_AUTHORIZED_KEYS", missing, "not found"}},
+		{"key options from the variable", nil, map[string]string{"SSH_AUTHORIZED_KEYS": badLine},
+			[]string{"SSH_AUTHORIZED_KEYS", badLine + ":2:", "not supported"}},
+		{"world-writable file", []string{"--authorized-keys", writable}, nil,
+			[]string{"--authorized-keys", writable, "writable", "chmod go-w"}},
+		{"keys without a user name", []string{"--authorized-keys", good, "--username", ""}, nil,
+			[]string{"--username", "--authorized-keys"}},
+		{"keys and passwordless without a user name", []string{"--authorized-keys", good, "--username=", "--allow-passwordless"}, nil,
+			[]string{"--username", "--authorized-keys"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearConfigEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, _, err := parseConfig(append([]string{"--rootfs", root}, tt.args...), &bytes.Buffer{})
+			if err == nil {
+				t.Fatal("parseConfig accepted an invalid value")
+			}
+			var usage *usageError
+			if !errors.As(err, &usage) {
+				t.Errorf("error %q is not a usage error (exit status 2)", err)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error spans several lines: %q", msg)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %q does not contain %q", msg, want)
+				}
+			}
+		})
+	}
+}
+
+func TestServerRefusesConfigWithoutAuthMethod(t *testing.T) {
+	cfg := testConfig(t, krtest.Rootfs(t, false))
+	cfg.Password = ""
+	if _, err := newServer(cfg, &krtest.Launcher{}, middleware.NewTracker(), newLogger(cfg, &bytes.Buffer{})); err == nil {
+		t.Fatal("newServer built a server without any authentication method")
 	}
 }

@@ -102,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "throwawaysh: listen on %s: %s\n", cfg.ListenAddr, err)
 		return exitFailure
 	}
-	if cfg.Password == "test" && !cfg.AllowPasswordless {
+	if cfg.Password == defaultPassword && !cfg.AllowPasswordless {
 		logger.Warn("using the default password; set SSH_PASSWORD before exposing this server")
 	}
 	if cfg.GuestNetwork == "tsi" {

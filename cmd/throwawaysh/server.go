@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -54,7 +55,6 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 			}
 			return nil
 		},
-		middleware.PasswordAuth(cfg.Username, cfg.Password, logger),
 		middleware.RawPTY(),
 		middleware.FilterRequests(append(slices.Clone(middleware.DefaultAcceptEnv), cfg.AcceptEnv...), logger),
 		wish.WithMiddleware(chain...),
@@ -62,9 +62,11 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 		// the same chain for its own handler.
 		middleware.SFTP(chain...),
 	}
-	if cfg.AllowPasswordless {
-		options = append(options, middleware.AllowPasswordless(logger))
+	auth, err := authOptions(cfg, logger)
+	if err != nil {
+		return nil, err
 	}
+	options = append(options, auth...)
 	// Last, so that it wraps the callbacks that the options above set.
 	options = append(options, middleware.LimitStartups(cfg.MaxStartups, cfg.PerSourceMaxStartups, logger))
 
@@ -77,4 +79,31 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 
 func fingerprint(signer ssh.Signer) string {
 	return gossh.FingerprintSHA256(signer.PublicKey())
+}
+
+// authOptions returns the server options for the authentication methods
+// cfg enables, and the tracking of failed attempts.
+func authOptions(cfg config, logger *slog.Logger) ([]ssh.Option, error) {
+	// With no method at all the SSH library would let every client in.
+	if cfg.Password == "" && cfg.AuthorizedKeys == "" && !cfg.AllowPasswordless {
+		return nil, errors.New("no authentication method configured: set --password, --authorized-keys or --allow-passwordless")
+	}
+
+	var options []ssh.Option
+	if cfg.Password != "" {
+		options = append(options, middleware.PasswordAuth(cfg.Username, cfg.Password, logger))
+	}
+	if cfg.AuthorizedKeys != "" {
+		keys, err := middleware.LoadAuthorizedKeys(cfg.AuthorizedKeys)
+		if err != nil {
+			return nil, err
+		}
+		logger.Info("authorized keys loaded", "path", cfg.AuthorizedKeys, "keys", len(keys), "user", cfg.Username)
+		options = append(options, middleware.PublicKeyAuth(cfg.Username, keys, logger))
+	}
+	if cfg.AllowPasswordless {
+		options = append(options, middleware.AllowPasswordless(logger))
+	}
+	tracker := middleware.NewFailureTracker(cfg.authFailures)
+	return append(options, middleware.TrackAuthFailures(tracker, logger)), nil
 }
