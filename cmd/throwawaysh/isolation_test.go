@@ -224,16 +224,28 @@ func TestGuestNetworkOffByDefault(t *testing.T) {
 	})
 }
 
-// checkNoSessionDirs fails the test when dir holds a session directory.
-func checkNoSessionDirs(t *testing.T, dir string) {
+// waitNoSessionDirs fails the test unless dir holds no session directory
+// within 10 seconds: a session's directory goes once its VM has ended.
+func waitNoSessionDirs(t *testing.T, dir string) {
 	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "session-") {
-			t.Errorf("session directory %s left in %s", e.Name(), dir)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var left []string
+		entries, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
 		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), "session-") {
+				left = append(left, e.Name())
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session directories %v left in %s", left, dir)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -110,7 +110,7 @@ func TestLoadConcurrentSessions(t *testing.T) {
 	if after := countSockets(t); after > socketsBefore {
 		t.Errorf("server process has %d sockets after the load, %d before", after, socketsBefore)
 	}
-	checkNoSessionDirs(t, cfg.RuntimeDir)
+	waitNoSessionDirs(t, cfg.RuntimeDir)
 	leftovers, _ := filepath.Glob(filepath.Join(cfg.RuntimeDir, "*"))
 	for _, path := range leftovers {
 		if filepath.Base(path) != "lock" {

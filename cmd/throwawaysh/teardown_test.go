@@ -29,7 +29,8 @@ func uniqueSleep(t *testing.T, n int) string {
 }
 
 // A client killed with SIGKILL never closes its channel. The server learns
-// of it only from the TCP connection ending, and must then kill the VM.
+// of it only from the TCP connection ending, and must then kill the VM and
+// remove the session's directory.
 func TestClientKilledEndsVM(t *testing.T) {
 	for i, options := range [][]string{nil, {"-tt"}} {
 		name := "console"
@@ -38,7 +39,8 @@ func TestClientKilledEndsVM(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			forEachBackend(t, func(t *testing.T, b backend) {
-				srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+				cfg := testConfig(t, b.rootfs(t, true))
+				srv := startServer(t, cfg, b.launcher)
 				sleep := uniqueSleep(t, i)
 
 				args := append(srv.openSSHArgs("test"), options...)
@@ -52,6 +54,7 @@ func TestClientKilledEndsVM(t *testing.T) {
 				_ = cmd.Process.Kill()
 				_ = cmd.Wait()
 				waitNoProcesses(t, sleep)
+				waitNoSessionDirs(t, cfg.RuntimeDir)
 			})
 		})
 	}
@@ -105,4 +108,23 @@ func TestPTYSessionLeavesNoProcess(t *testing.T) {
 		}
 		waitNoProcesses(t, sleep)
 	})
+}
+
+// A command that exits ends its VM process and removes its session
+// directory, in console and PTY mode.
+func TestCommandExitLeavesNothing(t *testing.T) {
+	cfg := testConfig(t, krtestRootfs(t))
+	srv := startServer(t, cfg, testLauncher())
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, options := range [][]string{nil, {"-tt"}} {
+		got := srv.runSSH(t, sshCall{options: options, command: "echo hi; exit 4"})
+		if got.status != 4 {
+			t.Errorf("ssh %v: exit status %d, want 4; stderr: %s", options, got.status, got.stderr)
+		}
+	}
+	waitNoProcesses(t, exe)
+	waitNoSessionDirs(t, cfg.RuntimeDir)
 }
