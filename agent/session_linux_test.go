@@ -92,11 +92,14 @@ func TestSessionEchoExitStatus(t *testing.T) {
 	}
 }
 
+// A resize travels on the control stream and input on the process's own
+// stream, so input written right after a resize can reach the shell first.
+// The test asks for the size again until the new one shows.
 func TestSessionWindowSize(t *testing.T) {
 	checkGoroutines(t)
 	c := startAgent(t, ServeOptions{})
 	p := mustStart(t, c, StartRequest{
-		Command: "stty size; read a; stty size; read b; stty size",
+		Command: "stty size; while read line; do stty size; done",
 		Rows:    24, Cols: 80,
 	})
 	out := readOutput(p)
@@ -105,21 +108,19 @@ func TestSessionWindowSize(t *testing.T) {
 	if err := p.Resize(30, 100); err != nil {
 		t.Fatalf("Resize(30, 100): %v", err)
 	}
-	if _, err := p.Write([]byte("x\n")); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	out.waitFor(t, "30 100\r\n", 10*time.Second)
+	askSize(t, p, out, "30 100\r\n")
 
 	// 0 keeps the rows.
 	if err := p.Resize(0, 120); err != nil {
 		t.Fatalf("Resize(0, 120): %v", err)
 	}
-	if _, err := p.Write([]byte("y\n")); err != nil {
+	askSize(t, p, out, "30 120\r\n")
+
+	// Ctrl-D at the start of a line ends read's input.
+	if _, err := p.Write([]byte{4}); err != nil {
 		t.Fatalf("Write: %v", err)
 	}
-	out.waitFor(t, "30 120\r\n", 10*time.Second)
 	out.all(t, 10*time.Second)
-
 	status, err := waitStatus(t, p, 10*time.Second)
 	if err != nil || status.Code != 0 {
 		t.Errorf("Wait = %+v, %v; want code 0", status, err)
@@ -129,6 +130,25 @@ func TestSessionWindowSize(t *testing.T) {
 	}
 	if err := p.Resize(70000, 10); err == nil || !strings.Contains(err.Error(), "rows") {
 		t.Errorf("Resize(70000, 10) = %v, want an error naming rows", err)
+	}
+}
+
+// askSize sends empty lines to a shell loop that prints its terminal size
+// for each, until the output shows want.
+func askSize(t *testing.T, p *Process, out *outputReader, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("terminal size %q never shown; output: %q", want, out.String())
+		}
+		if _, err := p.Write([]byte("\n")); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		wait := time.Now().Add(500 * time.Millisecond)
+		for time.Now().Before(wait) && !strings.Contains(out.String(), want) {
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
 
