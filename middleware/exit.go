@@ -13,6 +13,10 @@ import (
 // command can exit with these values too, so the message on stderr, which
 // always starts with "throwawaysh:", marks a failure of the service.
 const (
+	// ExitTimeout means the server ended the session because it ran longer
+	// than the session timeout or saw no input and no output for the idle
+	// timeout (see Timeout). The VM was killed.
+	ExitTimeout = 250
 	// ExitCapacity means the server refused the session because a limit
 	// was reached: sessions in all, per client address or per connection.
 	// Trying again later can succeed.
@@ -53,8 +57,59 @@ func SessionResult(ctx ssh.Context) (Result, bool) {
 
 // finish records r, sends the exit status (or exit-signal), then end of
 // file and close, in the order OpenSSH's sshd uses: some clients report
-// success for a failing command when end of file comes first.
+// success for a failing command when end of file comes first. When the
+// Timeout middleware has ended the session, the client gets its message
+// and ExitTimeout instead of r, which is then only the VM's killed status.
 func finish(s ssh.Session, r Result) {
+	expired, ok := claimEnd(s.Context())
+	if !ok {
+		return
+	}
+	if expired != nil {
+		endTimedOut(s, expired)
+		return
+	}
+	sendResult(s, r)
+}
+
+// fail sends the client the reason the session failed, in one line on stderr, and
+// ends it with status. The log line for the same failure carries err. A
+// session that the Timeout middleware has ended reports the timeout
+// instead, because its failure is the killed VM's.
+func fail(s ssh.Session, status int, err error, userMessage string) {
+	expired, ok := claimEnd(s.Context())
+	if !ok {
+		return
+	}
+	if expired != nil {
+		endTimedOut(s, expired)
+		return
+	}
+	Logger(s.Context()).Error("session failed", "status", status, "err", err)
+	writeUserMessage(s, userMessage)
+	sendResult(s, Result{Status: status, Err: err})
+}
+
+// claimEnd marks the session as ending. It returns ok=false when the
+// Timeout middleware has already sent the session's status, so nothing
+// more may be sent, and the timeout's expiry when one has fired.
+func claimEnd(ctx ssh.Context) (expired *timeoutExpiry, ok bool) {
+	watch, found := ctx.Value(timeoutKey).(*timeoutWatch)
+	if !found {
+		return nil, true
+	}
+	return watch.claimEnd()
+}
+
+// endTimedOut writes the message of the timeout that ended the session
+// and sends ExitTimeout.
+func endTimedOut(s ssh.Session, expired *timeoutExpiry) {
+	writeUserMessage(s, expired.message)
+	sendResult(s, Result{Status: ExitTimeout, Err: expired.err})
+}
+
+// sendResult records r and sends it in the order that finish describes.
+func sendResult(s ssh.Session, r Result) {
 	s.Context().SetValue(resultKey, &r)
 
 	if r.Signal != "" {
@@ -77,20 +132,16 @@ func finish(s ssh.Session, r Result) {
 	_ = s.Close()
 }
 
-// fail sends the client the reason the session failed, in one line on stderr, and
-// ends it with status. The log line for the same failure carries err.
-func fail(s ssh.Session, status int, err error, userMessage string) {
-	logger := Logger(s.Context())
-	logger.Error("session failed", "status", status, "err", err)
-
+// writeUserMessage writes "throwawaysh: " and message to the client's
+// stderr as one line.
+func writeUserMessage(s ssh.Session, message string) {
 	newline := "\n"
 	if ModeOf(s) == ModePTY {
 		// The client's terminal is in raw mode; a bare "\n" would not
 		// return the cursor to the start of the line.
 		newline = "\r\n"
 	}
-	if _, werr := fmt.Fprintf(s.Stderr(), "throwawaysh: %s%s", userMessage, newline); werr != nil {
-		logger.Debug("write error message to client", "err", werr)
+	if _, err := fmt.Fprintf(s.Stderr(), "throwawaysh: %s%s", message, newline); err != nil {
+		Logger(s.Context()).Debug("write error message to client", "err", err)
 	}
-	finish(s, Result{Status: status, Err: err})
 }

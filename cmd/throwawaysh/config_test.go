@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/throwawaysh/throwawaysh/internal/krtest"
 )
@@ -19,6 +20,8 @@ import (
 var configVariables = []string{
 	"SSH_ADDR", "SSH_HOST_KEY_PATH", "SSH_ROOTFS", "SSH_USERNAME", "SSH_PASSWORD",
 	"SSH_ALLOW_PASSWORDLESS", "SSH_LOG_LEVEL", "SSH_LOG_FORMAT", "SSH_ACCEPT_ENV",
+	"SSH_MAX_SESSIONS", "SSH_MAX_SESSIONS_PER_IP", "SSH_MAX_SESSIONS_PER_CONNECTION",
+	"SSH_SESSION_TIMEOUT", "SSH_IDLE_TIMEOUT", "SSH_KEEPALIVE_INTERVAL", "SSH_KEEPALIVE_COUNT_MAX",
 }
 
 func clearConfigEnv(t *testing.T) {
@@ -45,6 +48,14 @@ func TestConfigDefaults(t *testing.T) {
 		Password:    "test",
 		LogLevel:    "info",
 		LogFormat:   "text",
+
+		MaxSessions:              32,
+		MaxSessionsPerIP:         8,
+		MaxSessionsPerConnection: 10,
+		SessionTimeout:           time.Hour,
+		IdleTimeout:              15 * time.Minute,
+		KeepaliveInterval:        15 * time.Second,
+		KeepaliveCountMax:        3,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults = %+v, want %+v", cfg, want)
@@ -63,6 +74,13 @@ func TestConfigFromEnvironment(t *testing.T) {
 	t.Setenv("SSH_LOG_LEVEL", "debug")
 	t.Setenv("SSH_LOG_FORMAT", "json")
 	t.Setenv("SSH_ACCEPT_ENV", "FOO,APP_*")
+	t.Setenv("SSH_MAX_SESSIONS", "0")
+	t.Setenv("SSH_MAX_SESSIONS_PER_IP", "2")
+	t.Setenv("SSH_MAX_SESSIONS_PER_CONNECTION", "1")
+	t.Setenv("SSH_SESSION_TIMEOUT", "0")
+	t.Setenv("SSH_IDLE_TIMEOUT", "90s")
+	t.Setenv("SSH_KEEPALIVE_INTERVAL", "1m")
+	t.Setenv("SSH_KEEPALIVE_COUNT_MAX", "5")
 
 	cfg, _, err := parseConfig(nil, &bytes.Buffer{})
 	if err != nil {
@@ -78,6 +96,14 @@ func TestConfigFromEnvironment(t *testing.T) {
 		LogLevel:          "debug",
 		LogFormat:         "json",
 		AcceptEnv:         []string{"FOO", "APP_*"},
+
+		MaxSessions:              0,
+		MaxSessionsPerIP:         2,
+		MaxSessionsPerConnection: 1,
+		SessionTimeout:           0,
+		IdleTimeout:              90 * time.Second,
+		KeepaliveInterval:        time.Minute,
+		KeepaliveCountMax:        5,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config = %+v, want %+v", cfg, want)
@@ -168,6 +194,20 @@ func TestConfigInvalidValues(t *testing.T) {
 			[]string{"SSH_ACCEPT_ENV", "LC_[", "pattern"}},
 		{"accept-env empty entry", []string{"--rootfs", root, "--accept-env", "FOO,,BAR"}, nil,
 			[]string{"--accept-env", "empty"}},
+		{"negative max sessions", []string{"--rootfs", root, "--max-sessions=-1"}, nil,
+			[]string{"--max-sessions", "SSH_MAX_SESSIONS", `"-1"`, "whole number"}},
+		{"max sessions per ip not a number from env", []string{"--rootfs", root}, map[string]string{"SSH_MAX_SESSIONS_PER_IP": "many"},
+			[]string{"--max-sessions-per-ip", "SSH_MAX_SESSIONS_PER_IP", `"many"`, "whole number"}},
+		{"max sessions per connection too large", []string{"--rootfs", root, "--max-sessions-per-connection", "99999999999"}, nil,
+			[]string{"--max-sessions-per-connection", "SSH_MAX_SESSIONS_PER_CONNECTION", "99999999999"}},
+		{"session timeout without unit", []string{"--rootfs", root, "--session-timeout", "60"}, nil,
+			[]string{"--session-timeout", "SSH_SESSION_TIMEOUT", `"60"`, "duration", "30m"}},
+		{"negative idle timeout from env", []string{"--rootfs", root}, map[string]string{"SSH_IDLE_TIMEOUT": "-5m"},
+			[]string{"--idle-timeout", "SSH_IDLE_TIMEOUT", `"-5m"`, "0 to turn it off"}},
+		{"keepalive interval below a second", []string{"--rootfs", root, "--keepalive-interval", "10ms"}, nil,
+			[]string{"--keepalive-interval", "SSH_KEEPALIVE_INTERVAL", `"10ms"`, "1s or more"}},
+		{"keepalive count max zero", []string{"--rootfs", root, "--keepalive-count-max", "0"}, nil,
+			[]string{"--keepalive-count-max", "SSH_KEEPALIVE_COUNT_MAX", `"0"`, "1 or more"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,7 +252,9 @@ func TestConfigVersionAndHelp(t *testing.T) {
 	if err != nil || !done {
 		t.Fatalf("--help: done=%v err=%v", done, err)
 	}
-	for _, flag := range []string{"--listen-addr", "--host-key-path", "--rootfs", "--username", "--password", "--allow-passwordless", "--log-level", "--log-format", "SSH_ADDR"} {
+	for _, flag := range []string{"--listen-addr", "--host-key-path", "--rootfs", "--username", "--password", "--allow-passwordless", "--log-level", "--log-format", "SSH_ADDR",
+		"--max-sessions", "--max-sessions-per-ip", "--max-sessions-per-connection", "--session-timeout", "--idle-timeout",
+		"--keepalive-interval", "--keepalive-count-max", "SSH_KEEPALIVE_COUNT_MAX"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("--help does not mention %s", flag)
 		}
@@ -326,5 +368,29 @@ func TestConfigPasswordlessFlagWinsOverInvalidVariable(t *testing.T) {
 	cfg, _, err = parseConfig([]string{"--rootfs", root}, &bytes.Buffer{})
 	if err != nil || !cfg.AllowPasswordless {
 		t.Errorf("SSH_ALLOW_PASSWORDLESS=yes: allow-passwordless = %v, err = %v, want true", cfg.AllowPasswordless, err)
+	}
+}
+
+// A limit variable that is invalid or empty must not stop the service when
+// a flag replaces it or when the default applies.
+func TestConfigLimitFlagWinsOverInvalidVariable(t *testing.T) {
+	clearConfigEnv(t)
+	root := krtest.Rootfs(t, false)
+	t.Setenv("SSH_MAX_SESSIONS", "lots")
+	t.Setenv("SSH_IDLE_TIMEOUT", "soon")
+	t.Setenv("SSH_KEEPALIVE_COUNT_MAX", "")
+
+	cfg, _, err := parseConfig([]string{"--rootfs", root, "--max-sessions", "4", "--idle-timeout=0"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("the flags did not replace the invalid variables: %v", err)
+	}
+	if cfg.MaxSessions != 4 {
+		t.Errorf("max sessions = %d, want the flag's 4", cfg.MaxSessions)
+	}
+	if cfg.IdleTimeout != 0 {
+		t.Errorf("idle timeout = %s, want the flag's 0", cfg.IdleTimeout)
+	}
+	if cfg.KeepaliveCountMax != 3 {
+		t.Errorf("keepalive count max = %d, want the default 3 for an empty variable", cfg.KeepaliveCountMax)
 	}
 }

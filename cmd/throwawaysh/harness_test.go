@@ -73,6 +73,14 @@ func testConfig(t *testing.T, rootDir string) config {
 		Password:    testPassword,
 		LogLevel:    "debug",
 		LogFormat:   "text",
+
+		MaxSessions:              32,
+		MaxSessionsPerIP:         8,
+		MaxSessionsPerConnection: 10,
+		SessionTimeout:           time.Hour,
+		IdleTimeout:              15 * time.Minute,
+		KeepaliveInterval:        15 * time.Second,
+		KeepaliveCountMax:        3,
 	}
 }
 

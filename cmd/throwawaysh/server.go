@@ -32,9 +32,20 @@ func newServer(cfg config, launcher krun.Launcher, logger *slog.Logger) (*ssh.Se
 		logger.Info("host key loaded", "path", cfg.HostKeyPath, "fingerprint", fingerprint(signer))
 	}
 
+	// The last middleware listed runs first: Limit rejects a session
+	// before its VM boots, and Timeout watches the VM that VM booted.
 	chain := []wish.Middleware{
 		middleware.Route(),
+		middleware.Timeout(
+			middleware.WithSessionTimeout(cfg.SessionTimeout),
+			middleware.WithIdleTimeout(cfg.IdleTimeout),
+		),
 		middleware.VM(launcher, middleware.WithRootfs(cfg.Rootfs)),
+		middleware.Limit(
+			middleware.WithMaxSessions(cfg.MaxSessions),
+			middleware.WithMaxSessionsPerIP(cfg.MaxSessionsPerIP),
+			middleware.WithMaxSessionsPerConnection(cfg.MaxSessionsPerConnection),
+		),
 		middleware.Logging(logger),
 	}
 	options := []ssh.Option{
@@ -48,11 +59,13 @@ func newServer(cfg config, launcher krun.Launcher, logger *slog.Logger) (*ssh.Se
 			return nil
 		},
 		middleware.PasswordAuth(cfg.Username, cfg.Password, logger),
+		middleware.Keepalive(cfg.KeepaliveInterval, cfg.KeepaliveCountMax, logger),
 		middleware.RawPTY(),
 		middleware.FilterRequests(append(slices.Clone(middleware.DefaultAcceptEnv), cfg.AcceptEnv...), logger),
 		wish.WithMiddleware(chain...),
 		// Subsystem requests bypass the middleware chain, so SFTP gets
-		// the same chain for its own handler.
+		// the same chain for its own handler; sharing the chain's values
+		// makes SFTP sessions count towards the same session limits.
 		middleware.SFTP(chain...),
 	}
 	if cfg.AllowPasswordless {
