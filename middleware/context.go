@@ -48,9 +48,10 @@ func (s *scopedSession) Unwrap() ssh.Session { return s.Session }
 // SessionContext returns s with a context of its own, wrapping s only if no
 // middleware of this package has done so yet. Every middleware here calls it
 // first, so each can be used alone. Custom middlewares that store
-// per-session state should call it too and pass the result on.
+// per-session state should call it too and pass the result on. A wrapper
+// around the returned session that keeps its Context counts as scoped too.
 func SessionContext(s ssh.Session) ssh.Session {
-	if _, ok := s.(*scopedSession); ok {
+	if _, ok := s.Context().(*sessionContext); ok {
 		return s
 	}
 	return &scopedSession{

@@ -14,8 +14,12 @@
 //     server option, and Route needs it for PTY sessions.
 //   - Logging: gives each session an id and a logger, and logs its start
 //     and end.
+//   - Limit: rejects a session over a limit on active sessions in all,
+//     per client address or per connection, before its VM boots.
 //   - VM: boots one microVM per session and destroys it when the session
 //     ends.
+//   - Timeout: ends a session that runs too long or is idle too long and
+//     kills its VM.
 //   - Route: connects the session to the VM, through the VM console when
 //     there is no PTY and through the guest agent when there is one or
 //     when the session is an SFTP subsystem.
@@ -25,13 +29,17 @@
 //     authentication, in all and per client (server option).
 //   - Tracker: records the live sessions, so that a stopping server can
 //     end each with a message and ExitShutdown.
+//   - Keepalive: sends OpenSSH keepalives and closes connections whose
+//     client stopped replying (server option).
 //
 // In wish.WithMiddleware the last middleware listed runs first, so a full
 // chain is listed innermost first:
 //
 //	wish.WithMiddleware(
 //		middleware.Route(),
+//		middleware.Timeout(middleware.WithIdleTimeout(15*time.Minute)),
 //		middleware.VM(launcher, middleware.WithRootfs(dir)),
+//		middleware.Limit(middleware.WithMaxSessions(32)),
 //		middleware.Logging(logger),
 //	)
 //

@@ -19,6 +19,10 @@ const (
 	// client gets the reason on stderr first. Trying again after the
 	// server is back can succeed.
 	ExitShutdown = 249
+	// ExitTimeout means the server ended the session because it ran longer
+	// than the session timeout or saw no input and no output for the idle
+	// timeout (see Timeout). The VM was killed.
+	ExitTimeout = 250
 	// ExitCapacity means the server refused the session because a limit
 	// was reached: sessions in all, per client address or per connection.
 	// Trying again later can succeed.
@@ -63,13 +67,73 @@ var errStopped = errors.New("session stopped by server shutdown")
 // finish records r, sends the exit status (or exit-signal), then end of
 // file and close, in the order OpenSSH's sshd uses: some clients report
 // success for a failing command when end of file comes first. A session
-// that a Tracker stopped ends with ExitShutdown and the Tracker's message
-// instead of r, whatever ended its VM.
+// that a Tracker stopped ends with ExitShutdown and the Tracker's message,
+// and one that the Timeout middleware ended gets its message and
+// ExitTimeout, instead of r, which is then only the killed VM's status.
 func finish(s ssh.Session, r Result) {
-	if message, stopped := stopMessage(s.Context()); stopped {
-		writeUserLine(s, message)
-		r = Result{Status: ExitShutdown, Err: errStopped}
+	expired, ok := claimEnd(s.Context())
+	if !ok {
+		return
 	}
+	if message, stopped := stopMessage(s.Context()); stopped {
+		writeUserMessage(s, message)
+		sendResult(s, Result{Status: ExitShutdown, Err: errStopped})
+		return
+	}
+	if expired != nil {
+		endTimedOut(s, expired)
+		return
+	}
+	sendResult(s, r)
+}
+
+// fail sends the client the reason the session failed, in one line on stderr, and
+// ends it with status. The log line for the same failure carries err. A
+// session that a Tracker stopped or the Timeout middleware ended reports
+// that instead, because its failure is the expected result of killing the
+// VM; fail then logs it at info level.
+func fail(s ssh.Session, status int, err error, userMessage string) {
+	logger := Logger(s.Context())
+	expired, ok := claimEnd(s.Context())
+	if !ok {
+		return
+	}
+	if message, stopped := stopMessage(s.Context()); stopped {
+		logger.Info("session stopped", "err", err)
+		writeUserMessage(s, message)
+		sendResult(s, Result{Status: ExitShutdown, Err: errStopped})
+		return
+	}
+	if expired != nil {
+		logger.Info("session timed out", "err", err)
+		endTimedOut(s, expired)
+		return
+	}
+	logger.Error("session failed", "status", status, "err", err)
+	writeUserMessage(s, userMessage)
+	sendResult(s, Result{Status: status, Err: err})
+}
+
+// claimEnd marks the session as ending. It returns ok=false when the
+// Timeout middleware has already sent the session's status, so nothing
+// more may be sent, and the timeout's expiry when one has fired.
+func claimEnd(ctx ssh.Context) (expired *timeoutExpiry, ok bool) {
+	watch, found := ctx.Value(timeoutKey).(*timeoutWatch)
+	if !found {
+		return nil, true
+	}
+	return watch.claimEnd()
+}
+
+// endTimedOut writes the message of the timeout that ended the session
+// and sends ExitTimeout.
+func endTimedOut(s ssh.Session, expired *timeoutExpiry) {
+	writeUserMessage(s, expired.message)
+	sendResult(s, Result{Status: ExitTimeout, Err: expired.err})
+}
+
+// sendResult records r and sends it in the order that finish describes.
+func sendResult(s ssh.Session, r Result) {
 	s.Context().SetValue(resultKey, &r)
 
 	if r.Signal != "" {
@@ -92,27 +156,9 @@ func finish(s ssh.Session, r Result) {
 	_ = s.Close()
 }
 
-// fail sends the client the reason the session failed, in one line on stderr, and
-// ends it with status. The log line for the same failure carries err.
-//
-// In a session that a Tracker stopped, the failure is the expected result
-// of killing the VM, so fail logs it at info level and leaves the message
-// to finish.
-func fail(s ssh.Session, status int, err error, userMessage string) {
-	logger := Logger(s.Context())
-	if _, stopped := stopMessage(s.Context()); stopped {
-		logger.Info("session stopped", "err", err)
-		finish(s, Result{Status: status, Err: err})
-		return
-	}
-	logger.Error("session failed", "status", status, "err", err)
-	writeUserLine(s, userMessage)
-	finish(s, Result{Status: status, Err: err})
-}
-
-// writeUserLine writes "throwawaysh: " and message as one line on the
-// session's stderr.
-func writeUserLine(s ssh.Session, message string) {
+// writeUserMessage writes "throwawaysh: " and message to the client's
+// stderr as one line.
+func writeUserMessage(s ssh.Session, message string) {
 	newline := "\n"
 	if ModeOf(s) == ModePTY {
 		// The client's terminal is in raw mode; a bare "\n" would not

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +67,26 @@ type config struct {
 	// down. The service uses the defaults; tests record the delays.
 	authFailures middleware.FailureTrackerConfig `kong:"-"`
 
+	// The limits, timeouts and keepalive settings below are read as text
+	// and parsed by resolveLimits into the fields after them: kong would
+	// reject an invalid or empty variable even when a flag replaces it,
+	// and its message would name neither the variable nor what is accepted.
+	MaxSessionsText              string `name:"max-sessions" env:"SSH_MAX_SESSIONS" default:"${max_sessions}" placeholder:"N" help:"Maximum active sessions on the server, each with its own VM. Size it to the host's memory: each VM reserves its guest memory (256 MiB by default), so 32 sessions reserve 8 GiB. 0 means no limit. Default: ${default}."`
+	MaxSessionsPerIPText         string `name:"max-sessions-per-ip" env:"SSH_MAX_SESSIONS_PER_IP" default:"${max_sessions_per_ip}" placeholder:"N" help:"Maximum active sessions from one client IP address. Clients behind one NAT share an address; raise it for a class on one network. 0 means no limit. Default: ${default}."`
+	MaxSessionsPerConnectionText string `name:"max-sessions-per-connection" env:"SSH_MAX_SESSIONS_PER_CONNECTION" default:"${max_sessions_per_connection}" placeholder:"N" help:"Maximum active sessions on one SSH connection (connection sharing with ControlMaster), as OpenSSH's MaxSessions, which is 10 by default. 0 means no limit. Default: ${default}."`
+	SessionTimeoutText           string `name:"session-timeout" env:"SSH_SESSION_TIMEOUT" default:"${session_timeout}" placeholder:"DURATION" help:"Maximum wall-clock time of a session, such as 30m or 2h. The VM is then killed and the client gets exit status 250. 0 means no limit. Default: ${default}."`
+	IdleTimeoutText              string `name:"idle-timeout" env:"SSH_IDLE_TIMEOUT" default:"${idle_timeout}" placeholder:"DURATION" help:"End a session after this long without input from the client or output to it; exit status 250. The default, 15m, leaves time to read or think, but frees an abandoned session's VM long before the session timeout. A command that runs this long without output ends too. 0 turns it off."`
+	KeepaliveIntervalText        string `name:"keepalive-interval" env:"SSH_KEEPALIVE_INTERVAL" default:"${keepalive_interval}" placeholder:"DURATION" help:"Send each client a keepalive this often, as OpenSSH's ClientAliveInterval, and close connections that stop replying. 0 turns keepalives off; otherwise at least 1s. Default: ${default}."`
+	KeepaliveCountMaxText        string `name:"keepalive-count-max" env:"SSH_KEEPALIVE_COUNT_MAX" default:"${keepalive_count_max}" placeholder:"N" help:"Close a connection whose keepalive has gone unanswered for this many intervals, as OpenSSH's ClientAliveCountMax; at least 1. Default: ${default}."`
+
+	MaxSessions              int           `kong:"-"`
+	MaxSessionsPerIP         int           `kong:"-"`
+	MaxSessionsPerConnection int           `kong:"-"`
+	SessionTimeout           time.Duration `kong:"-"`
+	IdleTimeout              time.Duration `kong:"-"`
+	KeepaliveInterval        time.Duration `kong:"-"`
+	KeepaliveCountMax        int           `kong:"-"`
+
 	Version bool `name:"version" help:"Print the version and exit."`
 	Help    bool `name:"help" short:"h" help:"Show this help and exit."`
 }
@@ -120,6 +141,7 @@ func parseConfig(args []string, stdout io.Writer) (cfg config, done bool, err er
 		kong.Name("throwawaysh"),
 		kong.Description("SSH server that gives every session its own throwaway libkrun microVM."),
 		kong.NoDefaultHelp(),
+		limitDefaults,
 		kong.Writers(stdout, stdout),
 	)
 	if err != nil {
@@ -147,6 +169,9 @@ func parseConfig(args []string, stdout io.Writer) (cfg config, done bool, err er
 		return cfg, false, &usageError{err.Error()}
 	}
 	cfg.resolvePassword()
+	if err := cfg.resolveLimits(); err != nil {
+		return cfg, false, &usageError{err.Error()}
+	}
 	if err := cfg.validate(); err != nil {
 		return cfg, false, &usageError{err.Error()}
 	}
@@ -271,6 +296,66 @@ func (c *config) resolvePassword() {
 		c.Password = ""
 	}
 	c.PasswordFlag = nil
+}
+
+// limitDefaults are the defaults of the limit, timeout and keepalive
+// settings, for kong's default tags (as ${name}) and for empty values.
+var limitDefaults = kong.Vars{
+	"max_sessions":                "32",
+	"max_sessions_per_ip":         "8",
+	"max_sessions_per_connection": "10",
+	"session_timeout":             "1h",
+	"idle_timeout":                "15m",
+	"keepalive_interval":          "15s",
+	"keepalive_count_max":         "3",
+}
+
+// resolveLimits parses the limit, timeout and keepalive settings into
+// their typed fields and clears the text fields. An empty value, such as
+// an empty variable, means the default.
+func (c *config) resolveLimits() error {
+	counts := []struct {
+		flag, variable, text, fallback string
+		min                            int
+		accepted                       string
+		value                          *int
+	}{
+		{"--max-sessions", "SSH_MAX_SESSIONS", c.MaxSessionsText, limitDefaults["max_sessions"], 0, "a whole number, 0 for no limit", &c.MaxSessions},
+		{"--max-sessions-per-ip", "SSH_MAX_SESSIONS_PER_IP", c.MaxSessionsPerIPText, limitDefaults["max_sessions_per_ip"], 0, "a whole number, 0 for no limit", &c.MaxSessionsPerIP},
+		{"--max-sessions-per-connection", "SSH_MAX_SESSIONS_PER_CONNECTION", c.MaxSessionsPerConnectionText, limitDefaults["max_sessions_per_connection"], 0, "a whole number, 0 for no limit", &c.MaxSessionsPerConnection},
+		{"--keepalive-count-max", "SSH_KEEPALIVE_COUNT_MAX", c.KeepaliveCountMaxText, limitDefaults["keepalive_count_max"], 1, "a whole number, 1 or more", &c.KeepaliveCountMax},
+	}
+	for _, setting := range counts {
+		text := cmp.Or(setting.text, setting.fallback)
+		n, err := strconv.ParseInt(text, 10, 32)
+		if err != nil || int(n) < setting.min {
+			return fmt.Errorf("invalid %s (%s) %q: must be %s", setting.flag, setting.variable, text, setting.accepted)
+		}
+		*setting.value = int(n)
+	}
+
+	durations := []struct {
+		flag, variable, text, fallback string
+		min                            time.Duration
+		accepted                       string
+		value                          *time.Duration
+	}{
+		{"--session-timeout", "SSH_SESSION_TIMEOUT", c.SessionTimeoutText, limitDefaults["session_timeout"], 0, "a duration such as 90s, 30m or 2h, or 0 for no limit", &c.SessionTimeout},
+		{"--idle-timeout", "SSH_IDLE_TIMEOUT", c.IdleTimeoutText, limitDefaults["idle_timeout"], 0, "a duration such as 90s, 30m or 2h, or 0 to turn it off", &c.IdleTimeout},
+		{"--keepalive-interval", "SSH_KEEPALIVE_INTERVAL", c.KeepaliveIntervalText, limitDefaults["keepalive_interval"], time.Second, "a duration of 1s or more such as 15s or 1m, or 0 to turn keepalives off", &c.KeepaliveInterval},
+	}
+	for _, setting := range durations {
+		text := cmp.Or(setting.text, setting.fallback)
+		d, err := time.ParseDuration(text)
+		if err != nil || d < 0 || (d > 0 && d < setting.min) {
+			return fmt.Errorf("invalid %s (%s) %q: must be %s", setting.flag, setting.variable, text, setting.accepted)
+		}
+		*setting.value = d
+	}
+
+	c.MaxSessionsText, c.MaxSessionsPerIPText, c.MaxSessionsPerConnectionText = "", "", ""
+	c.SessionTimeoutText, c.IdleTimeoutText, c.KeepaliveIntervalText, c.KeepaliveCountMaxText = "", "", "", ""
+	return nil
 }
 
 // validate checks every value and returns the first problem, naming the

@@ -25,6 +25,8 @@ var configVariables = []string{
 	"SSH_GUEST_NETWORK", "SSH_VM_CPUS", "SSH_VM_MEMORY_MIB", "SSH_HANDSHAKE_TIMEOUT",
 	"SSH_MAX_STARTUPS", "SSH_PER_SOURCE_MAX_STARTUPS",
 	"SSH_AUTHORIZED_KEYS",
+	"SSH_MAX_SESSIONS", "SSH_MAX_SESSIONS_PER_IP", "SSH_MAX_SESSIONS_PER_CONNECTION",
+	"SSH_SESSION_TIMEOUT", "SSH_IDLE_TIMEOUT", "SSH_KEEPALIVE_INTERVAL", "SSH_KEEPALIVE_COUNT_MAX",
 }
 
 func clearConfigEnv(t *testing.T) {
@@ -52,14 +54,21 @@ func TestConfigDefaults(t *testing.T) {
 		LogLevel:    "info",
 		LogFormat:   "text",
 
-		SessionDiskMiB:       256,
-		RuntimeDir:           defaultRuntimeDir(),
-		GuestNetwork:         "off",
-		VMCPUs:               1,
-		VMMemoryMiB:          256,
-		HandshakeTimeout:     30 * time.Second,
-		MaxStartups:          100,
-		PerSourceMaxStartups: 10,
+		SessionDiskMiB:           256,
+		RuntimeDir:               defaultRuntimeDir(),
+		GuestNetwork:             "off",
+		VMCPUs:                   1,
+		VMMemoryMiB:              256,
+		HandshakeTimeout:         30 * time.Second,
+		MaxStartups:              100,
+		PerSourceMaxStartups:     10,
+		MaxSessions:              32,
+		MaxSessionsPerIP:         8,
+		MaxSessionsPerConnection: 10,
+		SessionTimeout:           time.Hour,
+		IdleTimeout:              15 * time.Minute,
+		KeepaliveInterval:        15 * time.Second,
+		KeepaliveCountMax:        3,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults = %+v, want %+v", cfg, want)
@@ -86,6 +95,13 @@ func TestConfigFromEnvironment(t *testing.T) {
 	t.Setenv("SSH_HANDSHAKE_TIMEOUT", "1m30s")
 	t.Setenv("SSH_MAX_STARTUPS", "50")
 	t.Setenv("SSH_PER_SOURCE_MAX_STARTUPS", "5")
+	t.Setenv("SSH_MAX_SESSIONS", "0")
+	t.Setenv("SSH_MAX_SESSIONS_PER_IP", "2")
+	t.Setenv("SSH_MAX_SESSIONS_PER_CONNECTION", "1")
+	t.Setenv("SSH_SESSION_TIMEOUT", "0")
+	t.Setenv("SSH_IDLE_TIMEOUT", "90s")
+	t.Setenv("SSH_KEEPALIVE_INTERVAL", "1m")
+	t.Setenv("SSH_KEEPALIVE_COUNT_MAX", "5")
 
 	cfg, _, err := parseConfig(nil, &bytes.Buffer{})
 	if err != nil {
@@ -110,6 +126,14 @@ func TestConfigFromEnvironment(t *testing.T) {
 		HandshakeTimeout:     90 * time.Second,
 		MaxStartups:          50,
 		PerSourceMaxStartups: 5,
+
+		MaxSessions:              0,
+		MaxSessionsPerIP:         2,
+		MaxSessionsPerConnection: 1,
+		SessionTimeout:           0,
+		IdleTimeout:              90 * time.Second,
+		KeepaliveInterval:        time.Minute,
+		KeepaliveCountMax:        5,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config = %+v, want %+v", cfg, want)
@@ -246,6 +270,20 @@ func TestConfigInvalidValues(t *testing.T) {
 			[]string{"--per-source-max-startups", "SSH_PER_SOURCE_MAX_STARTUPS", `"-3"`, "at least 1"}},
 		{"per-source max startups empty", []string{"--rootfs", root, "--per-source-max-startups="}, nil,
 			[]string{"--per-source-max-startups", "SSH_PER_SOURCE_MAX_STARTUPS", `""`, "at least 1"}},
+		{"negative max sessions", []string{"--rootfs", root, "--max-sessions=-1"}, nil,
+			[]string{"--max-sessions", "SSH_MAX_SESSIONS", `"-1"`, "whole number"}},
+		{"max sessions per ip not a number from env", []string{"--rootfs", root}, map[string]string{"SSH_MAX_SESSIONS_PER_IP": "many"},
+			[]string{"--max-sessions-per-ip", "SSH_MAX_SESSIONS_PER_IP", `"many"`, "whole number"}},
+		{"max sessions per connection too large", []string{"--rootfs", root, "--max-sessions-per-connection", "99999999999"}, nil,
+			[]string{"--max-sessions-per-connection", "SSH_MAX_SESSIONS_PER_CONNECTION", "99999999999"}},
+		{"session timeout without unit", []string{"--rootfs", root, "--session-timeout", "60"}, nil,
+			[]string{"--session-timeout", "SSH_SESSION_TIMEOUT", `"60"`, "duration", "30m"}},
+		{"negative idle timeout from env", []string{"--rootfs", root}, map[string]string{"SSH_IDLE_TIMEOUT": "-5m"},
+			[]string{"--idle-timeout", "SSH_IDLE_TIMEOUT", `"-5m"`, "0 to turn it off"}},
+		{"keepalive interval below a second", []string{"--rootfs", root, "--keepalive-interval", "10ms"}, nil,
+			[]string{"--keepalive-interval", "SSH_KEEPALIVE_INTERVAL", `"10ms"`, "1s or more"}},
+		{"keepalive count max zero", []string{"--rootfs", root, "--keepalive-count-max", "0"}, nil,
+			[]string{"--keepalive-count-max", "SSH_KEEPALIVE_COUNT_MAX", `"0"`, "1 or more"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -290,7 +328,10 @@ func TestConfigVersionAndHelp(t *testing.T) {
 	if err != nil || !done {
 		t.Fatalf("--help: done=%v err=%v", done, err)
 	}
-	for _, flag := range []string{"--listen-addr", "--host-key-path", "--rootfs", "--username", "--password", "--authorized-keys", "--allow-passwordless", "--log-level", "--log-format", "SSH_ADDR", "SSH_AUTHORIZED_KEYS"} {
+	for _, flag := range []string{"--listen-addr", "--host-key-path", "--rootfs", "--username", "--password", "--authorized-keys", "--allow-passwordless", "--log-level", "--log-format", "SSH_ADDR", "SSH_AUTHORIZED_KEYS",
+		"--vm-cpus", "--vm-memory-mib", "--session-disk-mib", "--guest-network", "--runtime-dir", "--handshake-timeout", "--max-startups", "--per-source-max-startups",
+		"--max-sessions", "--max-sessions-per-ip", "--max-sessions-per-connection", "--session-timeout", "--idle-timeout",
+		"--keepalive-interval", "--keepalive-count-max", "SSH_KEEPALIVE_COUNT_MAX"} {
 		if !strings.Contains(out.String(), flag) {
 			t.Errorf("--help does not mention %s", flag)
 		}
@@ -507,5 +548,29 @@ func TestServerRefusesConfigWithoutAuthMethod(t *testing.T) {
 	cfg.Password = ""
 	if _, err := newServer(cfg, &krtest.Launcher{}, middleware.NewTracker(), newLogger(cfg, &bytes.Buffer{})); err == nil {
 		t.Fatal("newServer built a server without any authentication method")
+	}
+}
+
+// A limit variable that is invalid or empty must not stop the service when
+// a flag replaces it or when the default applies.
+func TestConfigLimitFlagWinsOverInvalidVariable(t *testing.T) {
+	clearConfigEnv(t)
+	root := krtest.Rootfs(t, false)
+	t.Setenv("SSH_MAX_SESSIONS", "lots")
+	t.Setenv("SSH_IDLE_TIMEOUT", "soon")
+	t.Setenv("SSH_KEEPALIVE_COUNT_MAX", "")
+
+	cfg, _, err := parseConfig([]string{"--rootfs", root, "--max-sessions", "4", "--idle-timeout=0"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("the flags did not replace the invalid variables: %v", err)
+	}
+	if cfg.MaxSessions != 4 {
+		t.Errorf("max sessions = %d, want the flag's 4", cfg.MaxSessions)
+	}
+	if cfg.IdleTimeout != 0 {
+		t.Errorf("idle timeout = %s, want the flag's 0", cfg.IdleTimeout)
+	}
+	if cfg.KeepaliveCountMax != 3 {
+		t.Errorf("keepalive count max = %d, want the default 3 for an empty variable", cfg.KeepaliveCountMax)
 	}
 }

@@ -85,6 +85,14 @@ func testConfig(t *testing.T, rootDir string) config {
 		HandshakeTimeout:     30 * time.Second,
 		MaxStartups:          100,
 		PerSourceMaxStartups: 10,
+
+		MaxSessions:              32,
+		MaxSessionsPerIP:         8,
+		MaxSessionsPerConnection: 10,
+		SessionTimeout:           time.Hour,
+		IdleTimeout:              15 * time.Minute,
+		KeepaliveInterval:        15 * time.Second,
+		KeepaliveCountMax:        3,
 	}
 }
 

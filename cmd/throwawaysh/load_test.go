@@ -39,6 +39,8 @@ func TestLoadConcurrentSessions(t *testing.T) {
 	cfg := testConfig(t, krtestRootfs(t))
 	// All clients connect from 127.0.0.1 at once.
 	cfg.PerSourceMaxStartups = loadSessions
+	cfg.MaxSessions = loadSessions
+	cfg.MaxSessionsPerIP = loadSessions
 	srv := startServer(t, cfg, testLauncher())
 	exe, err := os.Executable()
 	if err != nil {

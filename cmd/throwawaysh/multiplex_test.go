@@ -18,46 +18,7 @@ func TestControlMasterSessionsGetOwnVMs(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
 
-		// Unix socket paths are short; t.TempDir() paths can be too long.
-		dir, err := os.MkdirTemp("", "tsh-cm-")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = os.RemoveAll(dir) })
-		control := filepath.Join(dir, "c")
-		sharing := []string{"-o", "ControlMaster=auto", "-o", "ControlPath=" + control, "-o", "ControlPersist=no"}
-		base := srv.openSSHArgs("test")
-		// openSSHArgs turns sharing off; the options given later lose to
-		// the first ones in OpenSSH, so drop those two.
-		var args []string
-		for i := 0; i < len(base); i++ {
-			if base[i] == "-o" && (strings.HasPrefix(base[i+1], "ControlMaster=") || strings.HasPrefix(base[i+1], "ControlPath=")) {
-				i++
-				continue
-			}
-			args = append(args, base[i])
-		}
-		args = append(args, sharing...)
-
-		master := exec.Command(requireOpenSSH(t), append(args, "-N", "-M", "127.0.0.1")...)
-		master.Env = askpassEnv(t, testPassword)
-		if err := master.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = master.Process.Kill()
-			_ = master.Wait()
-		})
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			if _, err := os.Stat(control); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the control master did not start")
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		args := srv.startControlMaster(t)
 
 		type result struct {
 			out    string
@@ -107,4 +68,51 @@ func TestControlMasterSessionsGetOwnVMs(t *testing.T) {
 			t.Errorf("server logged %d session starts, want 3", n)
 		}
 	})
+}
+
+// startControlMaster starts an OpenSSH control master connected to srv and
+// returns the client options that share its connection.
+func (srv *testServer) startControlMaster(t *testing.T) []string {
+	t.Helper()
+	// Unix socket paths are short; t.TempDir() paths can be too long.
+	dir, err := os.MkdirTemp("", "tsh-cm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	control := filepath.Join(dir, "c")
+	sharing := []string{"-o", "ControlMaster=auto", "-o", "ControlPath=" + control, "-o", "ControlPersist=no"}
+	base := srv.openSSHArgs("test")
+	// openSSHArgs turns sharing off; the options given later lose to
+	// the first ones in OpenSSH, so drop those two.
+	var args []string
+	for i := 0; i < len(base); i++ {
+		if base[i] == "-o" && (strings.HasPrefix(base[i+1], "ControlMaster=") || strings.HasPrefix(base[i+1], "ControlPath=")) {
+			i++
+			continue
+		}
+		args = append(args, base[i])
+	}
+	args = append(args, sharing...)
+
+	master := exec.Command(requireOpenSSH(t), append(args, "-N", "-M", "127.0.0.1")...)
+	master.Env = askpassEnv(t, testPassword)
+	if err := master.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = master.Process.Kill()
+		_ = master.Wait()
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(control); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the control master did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return args
 }

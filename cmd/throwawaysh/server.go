@@ -37,10 +37,22 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 		middleware.WithSessionDisk(cfg.SessionDiskMiB),
 		middleware.WithRuntimeDir(cfg.RuntimeDir),
 	}
+	// The last middleware listed runs first: Limit rejects a session
+	// before its VM boots, the tracker can end it from then on, and
+	// Timeout watches the VM that VM booted.
 	chain := []wish.Middleware{
 		middleware.Route(),
+		middleware.Timeout(
+			middleware.WithSessionTimeout(cfg.SessionTimeout),
+			middleware.WithIdleTimeout(cfg.IdleTimeout),
+		),
 		middleware.VM(launcher, vmOptions...),
 		sessions.Middleware(),
+		middleware.Limit(
+			middleware.WithMaxSessions(cfg.MaxSessions),
+			middleware.WithMaxSessionsPerIP(cfg.MaxSessionsPerIP),
+			middleware.WithMaxSessionsPerConnection(cfg.MaxSessionsPerConnection),
+		),
 		middleware.Logging(logger),
 	}
 	options := []ssh.Option{
@@ -59,7 +71,8 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 		middleware.FilterRequests(append(slices.Clone(middleware.DefaultAcceptEnv), cfg.AcceptEnv...), logger),
 		wish.WithMiddleware(chain...),
 		// Subsystem requests bypass the middleware chain, so SFTP gets
-		// the same chain for its own handler.
+		// the same chain for its own handler; sharing the chain's values
+		// makes SFTP sessions count towards the same session limits.
 		middleware.SFTP(chain...),
 	}
 	auth, err := authOptions(cfg, logger)
@@ -67,8 +80,12 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 		return nil, err
 	}
 	options = append(options, auth...)
-	// Last, so that it wraps the callbacks that the options above set.
-	options = append(options, middleware.LimitStartups(cfg.MaxStartups, cfg.PerSourceMaxStartups, logger))
+	// Last, so that they wrap the connection callbacks that the options
+	// above set.
+	options = append(options,
+		middleware.Keepalive(cfg.KeepaliveInterval, cfg.KeepaliveCountMax, logger),
+		middleware.LimitStartups(cfg.MaxStartups, cfg.PerSourceMaxStartups, logger),
+	)
 
 	srv, err := wish.NewServer(options...)
 	if err != nil {

@@ -1,0 +1,67 @@
+package middleware_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"charm.land/ssh"
+	"charm.land/wish/v2"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/throwawaysh/throwawaysh/internal/krtest"
+	"github.com/throwawaysh/throwawaysh/middleware"
+)
+
+// A handler that does not end when the timeout kills its VM, as Route does
+// while it waits to write to a client that stopped reading, still gets
+// the session ended: Timeout sends ExitTimeout and closes the channel.
+func TestTimeoutEndsStuckHandler(t *testing.T) {
+	t.Cleanup(middleware.SetTimeoutGrace(200 * time.Millisecond))
+	stuck := func(ssh.Handler) ssh.Handler {
+		return func(s ssh.Session) {
+			// Reads until the channel closes, whatever the VM does.
+			_, _ = io.Copy(io.Discard, s)
+		}
+	}
+	addr := serve(t,
+		middleware.PasswordAuth("u", "p", nil),
+		wish.WithMiddleware(
+			stuck,
+			middleware.Timeout(middleware.WithSessionTimeout(300*time.Millisecond)),
+			middleware.VM(&krtest.Launcher{}, middleware.WithRootfs(krtest.Rootfs(t, false))),
+			middleware.Logging(nil),
+		),
+	)
+	session, err := dial(t, addr, "u", "p").NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An open stdin that sends nothing keeps the handler reading.
+	if _, err := session.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	session.Stderr = &stderr
+	if err := session.Start("sleep 600"); err != nil {
+		t.Fatal(err)
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- session.Wait() }()
+	var waitErr error
+	select {
+	case waitErr = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the session did not end after its timeout and grace period")
+	}
+	var exitErr *gossh.ExitError
+	if !errors.As(waitErr, &exitErr) || exitErr.ExitStatus() != middleware.ExitTimeout {
+		t.Errorf("session ended with %v, want exit status %d", waitErr, middleware.ExitTimeout)
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr = %q, want nothing: the forced end writes no message", stderr.String())
+	}
+}
