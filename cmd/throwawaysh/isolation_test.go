@@ -224,6 +224,41 @@ func TestGuestNetworkOffByDefault(t *testing.T) {
 	})
 }
 
+// With --guest-network tsi the VM process stays in the host's network
+// namespace, where libkrun opens the guest's sockets, so the guest reaches
+// the host's loopback. The test launcher's guest shares that namespace.
+func TestGuestNetworkTSIReachesHost(t *testing.T) {
+	cfg := testConfig(t, krtestRootfs(t))
+	cfg.GuestNetwork = "tsi"
+	srv := startServer(t, cfg, testLauncher())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	received := make(chan string, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		received <- line
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+
+	got := srv.runSSH(t, sshCall{command: fmt.Sprintf("echo from-guest | nc -w 2 127.0.0.1 %d; echo nc=$?", port)})
+	select {
+	case line := <-received:
+		if line != "from-guest\n" {
+			t.Errorf("the host listener received %q, want the guest's line", line)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the host listener got nothing; guest stdout %q stderr %q", got.stdout, got.stderr)
+	}
+}
+
 // waitNoSessionDirs fails the test unless dir holds no session directory
 // within 10 seconds: a session's directory goes once its VM has ended.
 func waitNoSessionDirs(t *testing.T, dir string) {

@@ -163,4 +163,5 @@ func TestKeepaliveClosesVanishedClient(t *testing.T) {
 	if !strings.Contains(srv.logs.String(), "client_gone=true") {
 		t.Error("session end does not record that the client was gone")
 	}
+	waitNoSessionDirs(t, cfg.RuntimeDir)
 }

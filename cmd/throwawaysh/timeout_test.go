@@ -72,6 +72,7 @@ func TestSessionTimeoutConsole(t *testing.T) {
 		t.Errorf("stdout = %q, want the output before the timeout", got.stdout)
 	}
 	waitNoProcesses(t, sleep)
+	waitNoSessionDirs(t, cfg.RuntimeDir)
 	if !strings.Contains(srv.logs.String(), "session timed out") {
 		t.Error("the server did not log the timeout")
 	}
@@ -175,4 +176,5 @@ func TestSessionTimeoutPTY(t *testing.T) {
 		t.Errorf("stderr = %q, want %q", stderr.String(), want)
 	}
 	waitNoProcesses(t, sleep)
+	waitNoSessionDirs(t, cfg.RuntimeDir)
 }
