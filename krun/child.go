@@ -25,10 +25,6 @@ const (
 	specFD   = 3
 	logFD    = 4
 
-	// mountpointEnv names the empty host directory on which the VM process
-	// mounts its jail.
-	mountpointEnv = "THROWAWAYSH_KRUN_MOUNTPOINT"
-
 	// maxSpecBytes bounds the spec the VM process reads.
 	maxSpecBytes = 64 << 20
 
@@ -72,12 +68,9 @@ func RunChildIfRequested() {
 		return
 	}
 	_ = os.Unsetenv(childEnv)
-	mountpoint := os.Getenv(mountpointEnv)
-	_ = os.Unsetenv(mountpointEnv)
 
 	messages := os.NewFile(logFD, "vm-log")
-	confineChild := func(spec Spec) (Spec, error) { return confine(spec, mountpoint) }
-	err := bootChild(os.NewFile(specFD, "vm-spec"), messages, logFD, loadVMAPI, confineChild)
+	err := bootChild(os.NewFile(specFD, "vm-spec"), messages, logFD, loadVMAPI, confine)
 	reportFatal(messages, err)
 	os.Exit(ExitChildFailed)
 }
@@ -96,7 +89,7 @@ func bootChild(specIn io.ReadCloser, messages io.Writer, logFD int, load func() 
 	if err := writeMessage(messages, childMessage{SpecReceived: true}); err != nil {
 		return fmt.Errorf("krun: acknowledge spec: %w", err)
 	}
-	if err := spec.Validate(); err != nil {
+	if err := spec.validate(false); err != nil {
 		return err
 	}
 

@@ -17,10 +17,10 @@ const kvmDevice = "/dev/kvm"
 // kernel library, newest first.
 var kernelLibraries = []string{"libkrunfw.so.5", "libkrunfw.so.4"}
 
-// prepareJail sets cmd up to start in the namespaces that the VM process's
-// jail needs.
-func prepareJail(cmd *exec.Cmd, network bool) error {
-	return sandbox.Prepare(cmd, network)
+// prepareJail sets cmd up to start a VM process for spec that confines
+// itself in a jail (see package sandbox).
+func prepareJail(cmd *exec.Cmd, spec Spec) (jailLaunch, error) {
+	return sandbox.Prepare(cmd, jailConfig(spec))
 }
 
 // confine moves the VM process into its jail (see package sandbox) and
@@ -28,10 +28,10 @@ func prepareJail(cmd *exec.Cmd, network bool) error {
 // The calling thread must be locked: it keeps the reduced capabilities and
 // must be the one that starts the VM.
 //
-// NOTE: libkrun has not run in such a jail on this project's test
-// machines, which cannot boot libkrun guests; only the jail itself is
-// tested, with the test launcher.
-func confine(spec Spec, mountpoint string) (Spec, error) {
+// NOTE: libkrun has not run in such a jail, because this project's test
+// machines cannot boot libkrun guests. Only the jail itself is tested,
+// with the test launcher.
+func confine(spec Spec) (Spec, error) {
 	// After the switch of root, no host library can be loaded. libkrun
 	// itself is loaded already; loading its kernel library now makes
 	// libkrun's own dlopen of it find the loaded copy by its soname.
@@ -40,7 +40,7 @@ func confine(spec Spec, mountpoint string) (Spec, error) {
 			break
 		}
 	}
-	jail, err := sandbox.Enter(jailConfig(spec, mountpoint))
+	jail, err := sandbox.Enter()
 	if err != nil {
 		return spec, fmt.Errorf("krun: confine vm process: %w", err)
 	}
@@ -50,13 +50,13 @@ func confine(spec Spec, mountpoint string) (Spec, error) {
 	return jailSpec(spec, jail), nil
 }
 
-// jailConfig returns the jail of spec's VM process, mounted on mountpoint.
-func jailConfig(spec Spec, mountpoint string) sandbox.Config {
+// jailConfig returns the jail of spec's VM process.
+func jailConfig(spec Spec) sandbox.Config {
 	cfg := sandbox.Config{
-		Root:       spec.Root,
-		Mountpoint: mountpoint,
-		DiskMiB:    spec.withDefaults().DiskMiB,
-		Devices:    []string{kvmDevice},
+		Root:    spec.Root,
+		DiskMiB: spec.withDefaults().DiskMiB,
+		Devices: []string{kvmDevice},
+		Network: spec.Network,
 	}
 	for _, port := range spec.VsockPorts {
 		cfg.Sockets = append(cfg.Sockets, port.Path)

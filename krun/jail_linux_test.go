@@ -12,9 +12,12 @@ func TestJailConfigFromSpec(t *testing.T) {
 		Root:       "/srv/rootfs",
 		VsockPorts: []VsockPort{{Port: 7022, Path: "/run/t/s1/agent.sock"}, {Port: 9, Path: "/run/t/s1/other.sock"}},
 	}
-	cfg := jailConfig(spec, "/run/t/s1/vm-1")
-	if cfg.Root != spec.Root || cfg.Mountpoint != "/run/t/s1/vm-1" {
-		t.Errorf("root, mountpoint = %q, %q; want the spec's root and the given mountpoint", cfg.Root, cfg.Mountpoint)
+	cfg := jailConfig(spec)
+	if cfg.Root != spec.Root {
+		t.Errorf("root = %q, want the spec's", cfg.Root)
+	}
+	if cfg.Network {
+		t.Error("network on for a spec without network")
 	}
 	if cfg.DiskMiB != DefaultDiskMiB {
 		t.Errorf("DiskMiB = %d, want the default %d for a zero Spec.DiskMiB", cfg.DiskMiB, DefaultDiskMiB)
@@ -26,7 +29,7 @@ func TestJailConfigFromSpec(t *testing.T) {
 		t.Errorf("devices = %v, want only /dev/kvm", cfg.Devices)
 	}
 	spec.DiskMiB = 64
-	if got := jailConfig(spec, "/m").DiskMiB; got != 64 {
+	if got := jailConfig(spec).DiskMiB; got != 64 {
 		t.Errorf("DiskMiB = %d, want the spec's 64", got)
 	}
 }

@@ -4,10 +4,18 @@ package krun
 
 import "os/exec"
 
-// prepareJail does nothing: jails need Linux namespaces.
-func prepareJail(cmd *exec.Cmd, network bool) error { return nil }
+// prepareJail returns a launch that does nothing: jails need Linux
+// namespaces.
+func prepareJail(cmd *exec.Cmd, spec Spec) (jailLaunch, error) {
+	return noJail{}, nil
+}
 
 // confine returns spec unchanged.
 // NOTE: outside Linux the VM process is not jailed and the guest writes to
 // Spec.Root directly.
-func confine(spec Spec, mountpoint string) (Spec, error) { return spec, nil }
+func confine(spec Spec) (Spec, error) { return spec, nil }
+
+type noJail struct{}
+
+func (noJail) Started(pid int) error { return nil }
+func (noJail) Close()                {}

@@ -59,18 +59,15 @@ type Spec struct {
 	// Root is the host directory of the guest's root filesystem. On Linux
 	// the guest sees it through a copy-on-write overlay that lives as long
 	// as the VM, so the directory itself never changes and VMs can share
-	// it. Elsewhere the guest writes to it directly.
+	// it. A launcher running as root needs it on a file system with
+	// ID-mapped mounts (ext4, xfs, btrfs, tmpfs). Elsewhere the guest
+	// writes to it directly.
 	Root string
 
 	// DiskMiB caps, in MiB, what the guest writes to its root: a write
 	// beyond it fails in the guest with ENOSPC. The writes are kept in
 	// host memory (tmpfs). 0 means DefaultDiskMiB.
 	DiskMiB int
-
-	// RunDir is a host directory for the VM's runtime files, such as the
-	// mountpoint of its jail. The launcher removes what it creates there
-	// once the VM has ended. Empty means os.TempDir().
-	RunDir string
 
 	// Exec is the guest path of the workload, for example "/bin/sh".
 	Exec string

@@ -59,12 +59,21 @@ const (
 // Validate reads the file system to check Root, so its result can change if
 // Root is removed afterwards.
 func (s Spec) Validate() error {
+	return s.validate(true)
+}
+
+// validate checks the spec, and Root on the file system when checkRoot is
+// set. The VM process does not check Root: the launcher has, and the VM
+// process may run as a user that cannot reach it by path.
+func (s Spec) validate(checkRoot bool) error {
 	var errs []error
 	add := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("krun: invalid Spec."+format, args...))
 	}
 
-	s.validateRoot(add)
+	if checkRoot {
+		s.validateRoot(add)
+	}
 	s.validateCommandLine(add)
 	s.validateResources(add)
 	s.validateVsockPorts(add)
@@ -148,9 +157,6 @@ func (s Spec) validateResources(add func(string, ...any)) {
 	if s.DiskMiB != 0 && (s.DiskMiB < sandbox.MinDiskMiB || s.DiskMiB > sandbox.MaxDiskMiB) {
 		add("DiskMiB %d: must be between %d and %d MiB, or 0 for %d",
 			s.DiskMiB, sandbox.MinDiskMiB, sandbox.MaxDiskMiB, DefaultDiskMiB)
-	}
-	if s.RunDir != "" && !filepath.IsAbs(s.RunDir) {
-		add("RunDir %s: relative path; use an absolute host path, or leave it empty for the temporary directory", quoteValue(s.RunDir))
 	}
 }
 

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/throwawaysh/throwawaysh/internal/sandbox"
 )
 
 // ErrBootFailed means that the VM process reported a failure before the VM
@@ -53,6 +51,9 @@ type LauncherOption func(*KrunLauncher)
 
 // WithExecutable sets the binary started as the VM process. It must call
 // RunChildIfRequested first thing. The default is the running executable.
+// A launcher running as root starts the VM process as an unprivileged
+// user, which must be able to reach and run the binary, and to read the
+// libkrun library.
 func WithExecutable(path string) LauncherOption {
 	return func(l *KrunLauncher) { l.executable = path }
 }
@@ -140,22 +141,14 @@ func (l *KrunLauncher) Start(ctx context.Context, spec Spec) (VM, error) {
 		_ = logIn.Close()
 		_ = logOut.Close()
 	}
-	// The VM process mounts its jail on this directory, inside its own
-	// mount namespace, and cannot remove it: this process does after Wait.
-	mountpoint, removeMountpoint, err := sandbox.MakeMountpoint(spec.RunDir)
-	if err != nil {
-		closePipes()
-		return nil, fmt.Errorf("krun: vm %q: %w", spec.ID, err)
-	}
-
 	cmd := exec.Command(l.executable)
 	cmd.Args = []string{"throwawaysh-vm"}
-	cmd.Env = append(l.childEnvironment(), mountpointEnv+"="+mountpoint)
+	cmd.Env = l.childEnvironment()
 	cmd.Dir = "/"
 	cmd.ExtraFiles = []*os.File{specIn, logOut} // fds 3 and 4
-	if err := prepareJail(cmd, spec.Network); err != nil {
+	jail, err := prepareJail(cmd, spec)
+	if err != nil {
 		closePipes()
-		_ = removeMountpoint()
 		return nil, fmt.Errorf("krun: vm %q: %w", spec.ID, err)
 	}
 	proc, err := StartProcess(cmd)
@@ -164,13 +157,20 @@ func (l *KrunLauncher) Start(ctx context.Context, spec Spec) (VM, error) {
 	_ = specIn.Close()
 	_ = logOut.Close()
 	if err != nil {
+		jail.Close()
 		_ = specOut.Close()
 		_ = logIn.Close()
-		_ = removeMountpoint()
 		return nil, err
 	}
+	if err := jail.Started(proc.PID()); err != nil {
+		_ = specOut.Close()
+		_ = logIn.Close()
+		_ = proc.Kill()
+		_, _ = proc.Wait()
+		return nil, fmt.Errorf("krun: vm %q: %w", spec.ID, err)
+	}
 
-	vm := &krunVM{VM: proc, id: spec.ID, log: newVMLogReader(logIn, l.logger.With("vm", spec.ID)), removeMountpoint: removeMountpoint}
+	vm := &krunVM{VM: proc, id: spec.ID, log: newVMLogReader(logIn, l.logger.With("vm", spec.ID))}
 	go vm.log.run()
 
 	if err := l.handOver(ctx, vm, specOut, payload); err != nil {
@@ -247,13 +247,18 @@ func (l *KrunLauncher) childEnvironment() []string {
 	return env
 }
 
+// jailLaunch is the launcher's side of a VM process's jail: Started once
+// the process runs, or Close if it failed to start.
+type jailLaunch interface {
+	Started(pid int) error
+	Close()
+}
+
 // krunVM is a VM whose process reports boot failures on its log pipe.
 type krunVM struct {
 	VM
 	id  string
 	log *vmLogReader
-	// removeMountpoint removes the jail's mountpoint; Wait calls it.
-	removeMountpoint func() error
 
 	waitOnce sync.Once
 	status   int
@@ -272,9 +277,6 @@ func (v *krunVM) Wait() (int, error) {
 	v.waitOnce.Do(func() {
 		v.status, v.err = v.VM.Wait()
 		v.log.finish(logDrainTimeout)
-		if err := v.removeMountpoint(); err != nil {
-			v.log.logger.Error("remove vm mountpoint", "err", err)
-		}
 		if fatal := v.log.fatal; fatal != "" {
 			fatal = strings.TrimPrefix(fatal, "krun: ")
 			v.status, v.err = -1, fmt.Errorf("krun: vm %q: %w: %s", v.id, ErrBootFailed, fatal)

@@ -159,7 +159,9 @@ func TestKrunLauncherCancelledContext(t *testing.T) {
 // RunChildIfRequested: the process never acknowledges the spec, so Start
 // must give up, say why, and leave no process behind.
 func TestKrunLauncherTimesOutOnForeignExecutable(t *testing.T) {
-	dir := t.TempDir()
+	// The VM process of a root launcher runs as an unprivileged user,
+	// which must reach the script and write its PID file.
+	dir := publicTempDir(t)
 	pidFile := filepath.Join(dir, "pid")
 	script := filepath.Join(dir, "server")
 	// The process is PID 1 of its own PID namespace, so $$ is 1; the host's
@@ -306,4 +308,18 @@ func TestKrunLauncherLeavesNoGoroutines(t *testing.T) {
 	if after := runtime.NumGoroutine(); after > before {
 		t.Errorf("%d goroutines before, %d after three VMs ended", before, after)
 	}
+}
+
+// publicTempDir returns a new temporary directory that every user can
+// enter and write to, for files that a VM process running as an
+// unprivileged user must reach.
+func publicTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }

@@ -109,7 +109,7 @@ func WithSessionDisk(mib int) VMOption {
 }
 
 // WithRuntimeDir sets the directory for per-session files such as the
-// guest agent's socket and the VM's jail mountpoint; the default is
+// guest agent's socket; the default is
 // os.TempDir(). A server should open it with OpenRuntimeDir first, which
 // removes what a crashed run left there. Keep the path short: unix socket
 // paths must stay under about 100 bytes.
@@ -213,7 +213,6 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 	if err != nil {
 		return nil, nil, fmt.Errorf("create session directory in %q: %w", cfg.runtimeDir, err)
 	}
-	spec.RunDir = sessionDir
 	removeDir := func() {
 		if err := os.RemoveAll(sessionDir); err != nil {
 			logger.Error("remove session directory", "dir", sessionDir, "err", err)

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/throwawaysh/throwawaysh/internal/sandbox"
 )
 
 // startHeldSession starts command in a session and returns once its stdout
@@ -181,6 +183,19 @@ func TestVMProcessSeesOnlyItsJail(t *testing.T) {
 	want := []string{"dev", "proc", "root", "sock", "upper", "work"}
 	if !slices.Equal(names, want) {
 		t.Errorf("VM process root has %v, want only the jail's %v", names, want)
+	}
+	// Started by root, the VM process runs as an unprivileged host user;
+	// otherwise as the service's own user.
+	status, err := os.ReadFile("/proc/" + match[1] + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantUID := os.Geteuid()
+	if wantUID == 0 {
+		wantUID = sandbox.IDBase
+	}
+	if want := fmt.Sprintf("Uid:\t%d\t%d\t%d\t%d", wantUID, wantUID, wantUID, wantUID); !strings.Contains(string(status), want) {
+		t.Errorf("VM process status has no line %q:\n%s", want, status)
 	}
 	devices, err := os.ReadDir("/proc/" + match[1] + "/root/dev")
 	if err != nil {

@@ -87,29 +87,12 @@ func runInit() int {
 	}
 }
 
-// guestDevices are the device nodes of the stand-in guest's /dev, which
-// libkrun's guest kernel would provide.
-var guestDevices = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"}
-
 // enterJail confines the init as the libkrun launcher confines a VM
 // process, then emulates inside the guest root what libkrun adds to it:
 // the spec's files, /dev with a PTY multiplexer, /proc, and the vsock
 // ports' sockets, which the agent reaches at vsockPath.
 func enterJail(spec krun.Spec) (*sandbox.Jail, error) {
-	disk := spec.DiskMiB
-	if disk == 0 {
-		disk = krun.DefaultDiskMiB
-	}
-	cfg := sandbox.Config{
-		Root:       spec.Root,
-		Mountpoint: os.Getenv(mountEnv),
-		DiskMiB:    disk,
-		Devices:    guestDevices,
-	}
-	for _, port := range spec.VsockPorts {
-		cfg.Sockets = append(cfg.Sockets, port.Path)
-	}
-	jail, err := sandbox.Enter(cfg)
+	jail, err := sandbox.Enter()
 	if err != nil {
 		return nil, err
 	}

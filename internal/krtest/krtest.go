@@ -18,24 +18,24 @@
 package krtest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
-	"sync"
 
 	"github.com/throwawaysh/throwawaysh/internal/sandbox"
 	"github.com/throwawaysh/throwawaysh/krun"
 )
 
 // initMarker is the environment variable that makes a test binary act as
-// the stand-in guest init. mountEnv names the empty directory on which the
-// init mounts its jail.
-const (
-	initMarker = "THROWAWAYSH_KRTEST_INIT"
-	mountEnv   = "THROWAWAYSH_KRTEST_MOUNT"
-)
+// the stand-in guest init.
+const initMarker = "THROWAWAYSH_KRTEST_INIT"
+
+// guestDevices are the device nodes of the stand-in guest's /dev, which
+// libkrun's guest kernel would provide.
+var guestDevices = []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"}
 
 // Launcher is a krun.Launcher that runs workloads as host processes. The
 // zero value is ready to use.
@@ -57,40 +57,51 @@ func (l *Launcher) Start(ctx context.Context, spec krun.Spec) (krun.VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("krtest: encode spec: %w", err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("krtest: find test binary: %w", err)
-	}
 
-	// This process removes the mountpoint when the VM has ended: the init
-	// cannot, because a killed VM gets no chance to.
-	mountpoint, removeMountpoint, err := sandbox.MakeMountpoint(spec.RunDir)
-	if err != nil {
-		return nil, err
-	}
 	specReader, specWriter, err := os.Pipe()
 	if err != nil {
-		_ = removeMountpoint()
 		return nil, fmt.Errorf("krtest: create spec pipe: %w", err)
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = []string{initMarker + "=1", mountEnv + "=" + mountpoint}
+	// A jailed process started by root runs as an unprivileged user, which
+	// cannot reach the test binary through the build's private
+	// directories; its own /proc/self/exe reaches it without a path walk.
+	cmd := exec.Command("/proc/self/exe")
+	// The test binary's path as argv[0] lets tests find the VM processes.
+	if exe, err := os.Executable(); err == nil {
+		cmd.Args[0] = exe
+	}
+	cmd.Env = []string{initMarker + "=1"}
 	cmd.ExtraFiles = []*os.File{specReader}
-	if err := sandbox.Prepare(cmd, spec.Network); err != nil {
+	jail := sandbox.Config{
+		Root:    spec.Root,
+		DiskMiB: cmp.Or(spec.DiskMiB, krun.DefaultDiskMiB),
+		Devices: guestDevices,
+		Network: spec.Network,
+	}
+	for _, port := range spec.VsockPorts {
+		jail.Sockets = append(jail.Sockets, port.Path)
+	}
+	launch, err := sandbox.Prepare(cmd, jail)
+	if err != nil {
 		_ = specReader.Close()
 		_ = specWriter.Close()
-		_ = removeMountpoint()
 		return nil, err
 	}
 
 	started, err := krun.StartProcess(cmd)
 	_ = specReader.Close()
 	if err != nil {
+		launch.Close()
 		_ = specWriter.Close()
-		_ = removeMountpoint()
 		return nil, err
 	}
-	vm := &cleanupVM{VM: started, remove: removeMountpoint}
+	if err := launch.Started(started.PID()); err != nil {
+		_ = specWriter.Close()
+		_ = started.Kill()
+		_, _ = started.Wait()
+		return nil, err
+	}
+	vm := started
 	_, werr := specWriter.Write(encoded)
 	cerr := specWriter.Close()
 	if werr != nil || cerr != nil {
@@ -102,17 +113,4 @@ func (l *Launcher) Start(ctx context.Context, spec krun.Spec) (krun.VM, error) {
 		l.Started(spec)
 	}
 	return vm, nil
-}
-
-// cleanupVM removes the VM's mountpoint once the VM has ended.
-type cleanupVM struct {
-	krun.VM
-	remove func() error
-	once   sync.Once
-}
-
-func (v *cleanupVM) Wait() (int, error) {
-	status, err := v.VM.Wait()
-	v.once.Do(func() { _ = v.remove() })
-	return status, err
 }

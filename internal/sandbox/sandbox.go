@@ -2,23 +2,24 @@
 // runs libkrun's VMM or, in tests, the stand-in guest init.
 //
 // libkrun shares the guest root with the guest over virtio-fs and does not
-// confine that share: its README's security model says the guest can reach
-// other host directories through it and can fill the host's disk. So the
+// confine that share. The "Security model" section of its README states
+// that the guest can reach other host directories through it and can fill
+// the host's disk. So the
 // VM process enters a jail before libkrun starts. Enter gives the process
 // a root of its own, a tmpfs that holds a copy-on-write overlay of the
 // guest root, the device nodes and unix sockets the VMM needs and a /proc
 // of its own PID namespace, and nothing else of the host. DropCapabilities
 // then removes the capabilities that the VMM does not need.
 //
-// The caller must have started the process in new mount and PID
-// namespaces (and a new user namespace when it is not root), so that the
-// mounts are private to it and vanish when it ends.
+// The launcher sets the process up with Prepare, which puts it in new user,
+// mount, PID and IPC namespaces (and a network namespace unless the guest
+// gets network access), so that its mounts are private to it and vanish
+// when it ends, and so that it runs as an unprivileged host user.
 package sandbox
 
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 )
@@ -49,15 +50,11 @@ const (
 	inodesPerMiB = 256
 )
 
-// Config describes the jail of one VM process.
+// Config describes the jail of one VM process, for Prepare.
 type Config struct {
 	// Root is the host directory of the guest root. The guest sees it
 	// through an overlay and never writes to it.
 	Root string
-	// Mountpoint is an existing empty host directory. Enter mounts the
-	// jail's tmpfs on it, inside the process's own mount namespace, so the
-	// host sees only the empty directory.
-	Mountpoint string
 	// DiskMiB is the size of the tmpfs, in MiB, that holds everything the
 	// guest writes. A write beyond it fails with ENOSPC in the guest.
 	DiskMiB int
@@ -67,6 +64,9 @@ type Config struct {
 	// Devices are host device nodes that the VM process opens, such as
 	// /dev/kvm.
 	Devices []string
+	// Network keeps the VM process in the host's network namespace, for
+	// libkrun's socket impersonation; otherwise it gets an empty one.
+	Network bool
 }
 
 // Jail lists the paths, inside the jail, of what Enter put there.
@@ -83,9 +83,6 @@ func (c Config) validate() error {
 	var errs []error
 	if !filepath.IsAbs(c.Root) {
 		errs = append(errs, fmt.Errorf("sandbox: root %q: must be an absolute host path", c.Root))
-	}
-	if !filepath.IsAbs(c.Mountpoint) {
-		errs = append(errs, fmt.Errorf("sandbox: mountpoint %q: must be an absolute host path", c.Mountpoint))
 	}
 	if c.DiskMiB < MinDiskMiB || c.DiskMiB > MaxDiskMiB {
 		errs = append(errs, fmt.Errorf("sandbox: disk size %d MiB: must be between %d and %d MiB", c.DiskMiB, MinDiskMiB, MaxDiskMiB))
@@ -110,18 +107,4 @@ func (c Config) validate() error {
 // separate options with ',' and lower layers with ':'.
 func overlayEscape(path string) string {
 	return strings.NewReplacer(`\`, `\\`, `,`, `\,`, `:`, `\:`).Replace(path)
-}
-
-// MakeMountpoint creates an empty directory for Config.Mountpoint in dir,
-// or in os.TempDir() when dir is empty, and returns it with a function
-// that removes it once the VM process has ended.
-func MakeMountpoint(dir string) (string, func() error, error) {
-	if dir == "" {
-		dir = os.TempDir()
-	}
-	path, err := os.MkdirTemp(dir, "vm-")
-	if err != nil {
-		return "", nil, fmt.Errorf("sandbox: create mountpoint: %w", err)
-	}
-	return path, func() error { return os.Remove(path) }, nil
 }

@@ -9,7 +9,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -21,7 +24,7 @@ import (
 const probeEnv = "THROWAWAYSH_SANDBOX_PROBE"
 
 type probeRequest struct {
-	Config     Config
+	DiskMiB    int
 	HostSecret string // host path of a file the jail must not reach
 	Listener   string // host TCP address the jail must not reach
 }
@@ -30,6 +33,8 @@ type probeRequest struct {
 type probeReport struct {
 	EnterError      string
 	DropError       string
+	HostUID         string // the process's uid on the host, from its uid_map
+	NamespaceUID    int
 	ReadRootfs      string // must work: the guest root is in the jail
 	ReadSecret      string
 	ReadSecretProc1 string
@@ -68,12 +73,18 @@ func runProbe(encoded string) {
 		return
 	}
 	runtime.LockOSThread()
-	jail, err := Enter(req.Config)
+	jail, err := Enter()
 	if err != nil {
 		report.EnterError = err.Error()
 		return
 	}
 	report.DropError = errText(DropCapabilities())
+	report.NamespaceUID = os.Getuid()
+	if data, err := os.ReadFile("/proc/self/uid_map"); err == nil {
+		if fields := strings.Fields(string(data)); len(fields) >= 2 {
+			report.HostUID = fields[1]
+		}
+	}
 
 	_, err = os.ReadFile(filepath.Join(jail.Root, "etc/probe"))
 	report.ReadRootfs = errText(err)
@@ -87,7 +98,7 @@ func runProbe(encoded string) {
 	report.DeviceOpen = errText(openNewDevice(filepath.Join(jail.Root, "disk")))
 	report.WriteGuest = errText(os.WriteFile(filepath.Join(jail.Root, "etc/probe"), []byte("changed"), 0o644))
 	report.WriteJailRoot = errText(os.WriteFile("/escape", nil, 0o644))
-	report.FillDisk = errText(fill(filepath.Join(jail.Root, "big"), 2*req.Config.DiskMiB))
+	report.FillDisk = errText(fill(filepath.Join(jail.Root, "big"), 2*req.DiskMiB))
 	conn, err := net.Dial("tcp", req.Listener)
 	if err == nil {
 		_ = conn.Close()
@@ -151,29 +162,39 @@ func fill(path string, mib int) error {
 	return f.Sync()
 }
 
-// startProbe runs the probe in new namespaces, as a launcher starts a VM
+// startProbe runs the probe in a jail for cfg, as a launcher starts a VM
 // process, and returns its report.
-func startProbe(t *testing.T, req probeRequest) probeReport {
+func startProbe(t *testing.T, cfg Config, req probeRequest) probeReport {
 	t.Helper()
+	req.DiskMiB = cfg.DiskMiB
 	encoded, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe)
+	// A jailed process started by root runs as IDBase, which cannot reach
+	// the test binary through the build's private directories; the
+	// process's own /proc/self/exe reaches it without a path walk.
+	cmd := exec.Command("/proc/self/exe")
 	cmd.Env = []string{probeEnv + "=" + string(encoded)}
-	if err := Prepare(cmd, false); err != nil {
+	launch, err := Prepare(cmd, cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		launch.Close()
+		t.Fatal(err)
+	}
+	if err := launch.Started(cmd.Process.Pid); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("Started: %v", err)
+	}
+	if err := cmd.Wait(); err != nil {
 		t.Fatalf("probe failed: %v; stderr: %s", err, stderr.String())
 	}
+	out := []byte(stdout.String())
 	var report probeReport
 	if err := json.Unmarshal(out, &report); err != nil {
 		t.Fatalf("decode probe report %q: %v", out, err)
@@ -186,8 +207,9 @@ func startProbe(t *testing.T, req probeRequest) probeReport {
 func requireNamespaces(t *testing.T) {
 	t.Helper()
 	cmd := exec.Command("/bin/true")
-	if err := Prepare(cmd, false); err != nil {
-		t.Fatal(err)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWNET}
+	if os.Geteuid() != 0 {
+		cmd.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
 	}
 	if err := cmd.Run(); err != nil {
 		t.Skipf("cannot create mount, PID and network namespaces here: %v", err)
@@ -228,22 +250,25 @@ func TestJailConfinesVMProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tcp.Close()
-	mountpoint, remove, err := MakeMountpoint(runDir)
-	if err != nil {
-		t.Fatal(err)
-	}
 
-	report := startProbe(t, probeRequest{
-		Config:     Config{Root: root, Mountpoint: mountpoint, DiskMiB: 8, Sockets: []string{socketPath}, Devices: []string{"/dev/null"}},
-		HostSecret: secret,
-		Listener:   tcp.Addr().String(),
-	})
+	cfg := Config{Root: root, DiskMiB: 8, Sockets: []string{socketPath}, Devices: []string{"/dev/null"}}
+	report := startProbe(t, cfg, probeRequest{HostSecret: secret, Listener: tcp.Addr().String()})
 	t.Logf("probe report: %+v", report)
 	if report.EnterError != "" {
 		t.Fatalf("Enter: %s", report.EnterError)
 	}
 	if report.DropError != "" {
 		t.Fatalf("DropCapabilities: %s", report.DropError)
+	}
+	if report.NamespaceUID != 0 {
+		t.Errorf("uid in the jail = %d, want 0, the namespace's root", report.NamespaceUID)
+	}
+	wantHostUID := strconv.Itoa(os.Geteuid())
+	if os.Geteuid() == 0 {
+		wantHostUID = strconv.Itoa(IDBase)
+	}
+	if report.HostUID != wantHostUID {
+		t.Errorf("host uid of the jailed process = %s, want %s: an unprivileged user", report.HostUID, wantHostUID)
 	}
 
 	mustWork := map[string]string{
@@ -256,20 +281,25 @@ func TestJailConfinesVMProcess(t *testing.T) {
 			t.Errorf("%s failed: %s", what, got)
 		}
 	}
-	// Each attempt must fail for the reason the jail gives, not by chance.
-	mustFail := []struct{ what, got, want string }{
-		{"read the host file by its path", report.ReadSecret, "no such file"},
-		{"read the host file via /proc/1/root", report.ReadSecretProc1, "no such file"},
-		{"mount a file system", report.Mount, "operation not permitted"},
-		{"chroot", report.Chroot, "operation not permitted"},
-		{"open_by_handle_at", report.OpenByHandle, "operation not permitted"},
-		{"open a device node made in the guest root", report.DeviceOpen, "permission denied"},
-		{"write to the jail's own root", report.WriteJailRoot, "read-only file system"},
-		{"dial a TCP listener on host loopback", report.DialHost, "network is unreachable"},
+	// Each attempt must fail for a reason the jail gives, not by chance. A
+	// device node cannot even be made in a user namespace, and where it
+	// can (a launcher's own namespace), nodev keeps it from opening.
+	mustFail := []struct {
+		what, got string
+		want      []string
+	}{
+		{"read the host file by its path", report.ReadSecret, []string{"no such file"}},
+		{"read the host file via /proc/1/root", report.ReadSecretProc1, []string{"no such file"}},
+		{"mount a file system", report.Mount, []string{"operation not permitted"}},
+		{"chroot", report.Chroot, []string{"operation not permitted"}},
+		{"open_by_handle_at", report.OpenByHandle, []string{"operation not permitted"}},
+		{"open a device node made in the guest root", report.DeviceOpen, []string{"mknod: operation not permitted", "permission denied"}},
+		{"write to the jail's own root", report.WriteJailRoot, []string{"read-only file system"}},
+		{"dial a TCP listener on host loopback", report.DialHost, []string{"network is unreachable"}},
 	}
 	for _, attempt := range mustFail {
-		if !strings.Contains(attempt.got, attempt.want) {
-			t.Errorf("%s: err = %q, want %q", attempt.what, attempt.got, attempt.want)
+		if !slices.ContainsFunc(attempt.want, func(want string) bool { return strings.Contains(attempt.got, want) }) {
+			t.Errorf("%s: err = %q, want one of %q", attempt.what, attempt.got, attempt.want)
 		}
 	}
 	if !strings.Contains(report.FillDisk, "no space left on device") {
@@ -285,39 +315,31 @@ func TestJailConfinesVMProcess(t *testing.T) {
 			t.Errorf("%s reached the rootfs on the host (err = %v)", name, err)
 		}
 	}
-	entries, err := os.ReadDir(mountpoint)
-	if err != nil || len(entries) != 0 {
-		t.Errorf("mountpoint after the jail ended: %d entries, err = %v; want empty", len(entries), err)
-	}
-	if err := remove(); err != nil {
-		t.Errorf("remove mountpoint: %v", err)
-	}
 }
 
-// Enter must refuse to mount anything in a process that shares its
-// launcher's mount namespace: the test process itself, with and without the
-// variable that Prepare sets.
+// Enter must refuse to mount anything in a process that a launcher did not
+// set up with Prepare, or that shares the launcher's mount namespace.
 func TestEnterRejectsSharedMountNamespace(t *testing.T) {
-	cfg := Config{Root: t.TempDir(), Mountpoint: t.TempDir(), DiskMiB: 1}
+	t.Setenv(planEnv, "")
+	if _, err := Enter(); err == nil || !strings.Contains(err.Error(), "sandbox.Prepare") {
+		t.Errorf("Enter without a plan: err = %v, want a refusal naming sandbox.Prepare", err)
+	}
 	self, err := mountNamespace()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, host := range []string{"", self} {
-		t.Setenv(hostMountsEnv, host)
-		_, err := Enter(cfg)
-		if err == nil || !strings.Contains(err.Error(), "sandbox.Prepare") {
-			t.Errorf("Enter with %s=%q: err = %v, want a refusal naming sandbox.Prepare", hostMountsEnv, host, err)
-		}
+	t.Setenv(planEnv, `{"HostMounts":"`+self+`","DiskMiB":1,"RootFD":-1,"MountpointFD":-1,"ReadyFD":-1}`)
+	if _, err := Enter(); err == nil || !strings.Contains(err.Error(), "shares its launcher's mount namespace") {
+		t.Errorf("Enter in the launcher's namespace: err = %v, want a refusal", err)
 	}
-	t.Setenv(hostMountsEnv, "0:0")
-	if _, err := Enter(cfg); err == nil || !strings.Contains(err.Error(), "not PID 1") {
+	t.Setenv(planEnv, `{"HostMounts":"0:0","DiskMiB":1,"RootFD":-1,"MountpointFD":-1,"ReadyFD":-1}`)
+	if _, err := Enter(); err == nil || !strings.Contains(err.Error(), "not PID 1") {
 		t.Errorf("Enter outside a PID namespace: err = %v, want a refusal", err)
 	}
 }
 
 func TestConfigValidate(t *testing.T) {
-	good := Config{Root: "/srv/root", Mountpoint: "/run/x", DiskMiB: 64}
+	good := Config{Root: "/srv/root", DiskMiB: 64}
 	if err := good.validate(); err != nil {
 		t.Fatalf("valid config rejected: %v", err)
 	}
@@ -325,12 +347,11 @@ func TestConfigValidate(t *testing.T) {
 		change func(*Config)
 		want   string
 	}{
-		"relative root":       {func(c *Config) { c.Root = "root" }, `root "root": must be an absolute host path`},
-		"relative mountpoint": {func(c *Config) { c.Mountpoint = "x" }, `mountpoint "x"`},
-		"zero disk":           {func(c *Config) { c.DiskMiB = 0 }, "disk size 0 MiB"},
-		"huge disk":           {func(c *Config) { c.DiskMiB = MaxDiskMiB + 1 }, "disk size"},
-		"relative socket":     {func(c *Config) { c.Sockets = []string{"a.sock"} }, `"a.sock"`},
-		"same device name":    {func(c *Config) { c.Devices = []string{"/dev/kvm", "/x/kvm"} }, `another device has the name "kvm"`},
+		"relative root":    {func(c *Config) { c.Root = "root" }, `root "root": must be an absolute host path`},
+		"zero disk":        {func(c *Config) { c.DiskMiB = 0 }, "disk size 0 MiB"},
+		"huge disk":        {func(c *Config) { c.DiskMiB = MaxDiskMiB + 1 }, "disk size"},
+		"relative socket":  {func(c *Config) { c.Sockets = []string{"a.sock"} }, `"a.sock"`},
+		"same device name": {func(c *Config) { c.Devices = []string{"/dev/kvm", "/x/kvm"} }, `another device has the name "kvm"`},
 	}
 	for name, tc := range cases {
 		cfg := good

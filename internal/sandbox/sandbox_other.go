@@ -8,8 +8,17 @@ import (
 	"runtime"
 )
 
+// Launch is the launcher's side of a jail; there is none outside Linux.
+type Launch struct{}
+
+// Started does nothing.
+func (l *Launch) Started(pid int) error { return nil }
+
+// Close does nothing.
+func (l *Launch) Close() {}
+
 // Enter returns an error: jails need Linux namespaces.
-func Enter(cfg Config) (*Jail, error) {
+func Enter() (*Jail, error) {
 	return nil, fmt.Errorf("sandbox: not supported on %s", runtime.GOOS)
 }
 
@@ -17,6 +26,6 @@ func Enter(cfg Config) (*Jail, error) {
 func DropCapabilities(extra ...int) error { return nil }
 
 // Prepare returns an error: jails need Linux namespaces.
-func Prepare(cmd *exec.Cmd, network bool) error {
-	return fmt.Errorf("sandbox: not supported on %s", runtime.GOOS)
+func Prepare(cmd *exec.Cmd, cfg Config) (*Launch, error) {
+	return nil, fmt.Errorf("sandbox: not supported on %s", runtime.GOOS)
 }
