@@ -86,31 +86,33 @@ func TestSessionTimeoutConsole(t *testing.T) {
 // pauses for a second as it exits.
 func TestIdleTimeoutConsole(t *testing.T) {
 	cfg := testConfig(t, krtestRootfs(t))
-	cfg.IdleTimeout = time.Second
+	// Ten times the 200 ms pace of the output and input below, so that a
+	// loaded machine's scheduling gaps stay far below it.
+	cfg.IdleTimeout = 2 * time.Second
 	srv := startServer(t, cfg, testLauncher())
-	const message = "the session had no input or output for 1s and was ended"
+	const message = "the session had no input or output for 2s and was ended"
 
 	t.Run("output flows", func(t *testing.T) {
 		sleep := uniqueSleep(t, 42)
-		got := srv.runSSH(t, sshCall{command: "for i in 1 2 3 4 5 6 7 8 9 10; do echo tick; sleep 0.2; done; " + sleep})
+		got := srv.runSSH(t, sshCall{command: "for i in $(seq 15); do echo tick; sleep 0.2; done; " + sleep})
 		checkTimedOut(t, got, message)
-		if n := strings.Count(string(got.stdout), "tick"); n != 10 {
-			t.Errorf("stdout %q has %d ticks, want 10: the timeout fired while output flowed", got.stdout, n)
+		if n := strings.Count(string(got.stdout), "tick"); n != 15 {
+			t.Errorf("stdout %q has %d ticks, want 15: the timeout fired while output flowed", got.stdout, n)
 		}
 		waitNoProcesses(t, sleep)
 	})
 
 	t.Run("input flows", func(t *testing.T) {
-		// The command writes nothing until its input ends, two seconds
+		// The command writes nothing until its input ends, three seconds
 		// after it starts.
 		sleep := uniqueSleep(t, 43)
 		got := srv.runSSH(t, sshCall{
 			command: `n=0; while read line; do n=$((n+1)); done; echo "read $n"; ` + sleep,
-			stdin:   &pacedLines{count: 10, interval: 200 * time.Millisecond},
+			stdin:   &pacedLines{count: 15, interval: 200 * time.Millisecond},
 		})
 		checkTimedOut(t, got, message)
-		if string(got.stdout) != "read 10\n" {
-			t.Errorf("stdout = %q, want \"read 10\\n\": the timeout fired while input flowed", got.stdout)
+		if string(got.stdout) != "read 15\n" {
+			t.Errorf("stdout = %q, want \"read 15\\n\": the timeout fired while input flowed", got.stdout)
 		}
 		waitNoProcesses(t, sleep)
 	})
@@ -125,18 +127,20 @@ func TestIdleTimeoutConsole(t *testing.T) {
 // typing that the terminal does not echo. Then the idle timeout ends it.
 func TestIdleTimeoutPTY(t *testing.T) {
 	cfg := testConfig(t, krtestRootfs(t))
-	cfg.IdleTimeout = time.Second
+	// Two seconds, so that a loaded machine's scheduling gaps between the
+	// keys typed 100 ms apart stay far below it.
+	cfg.IdleTimeout = 2 * time.Second
 	srv := startServer(t, cfg, testLauncher())
 	c := srv.startTerminalSSH(t, 24, 80, nil, nil, "")
 
-	c.send("for i in 1 2 3 4 5 6 7 8 9 10; do echo tick$i; sleep 0.2; done\n")
-	c.waitFor(`tick10`)
+	c.send("for i in $(seq 15); do echo tick$i; sleep 0.2; done\n")
+	c.waitFor(`tick15`)
 
 	c.send("stty -echo; echo echo-off\n")
 	c.waitFor(`echo-off`)
-	// Twenty keys 100 ms apart, no output: ": " makes the line a no-op.
+	// Thirty keys 100 ms apart, no output: ": " makes the line a no-op.
 	c.send(": ")
-	for i := 0; i < 20; i++ {
+	for i := 0; i < 30; i++ {
 		time.Sleep(100 * time.Millisecond)
 		c.send("x")
 	}
@@ -148,7 +152,7 @@ func TestIdleTimeoutPTY(t *testing.T) {
 		t.Errorf("exit status = %d, want %d (timeout); output %q", status, middleware.ExitTimeout, c.Output())
 	}
 	output := c.Output()
-	if !strings.HasSuffix(output, "throwawaysh: the session had no input or output for 1s and was ended\r\n") {
+	if !strings.HasSuffix(output, "throwawaysh: the session had no input or output for 2s and was ended\r\n") {
 		t.Errorf("terminal output %q does not end with the idle timeout message", output)
 	}
 	if strings.Count(output, "throwawaysh:") != 1 {
