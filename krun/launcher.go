@@ -111,6 +111,7 @@ type Spec struct {
 
 // VsockPort maps a guest vsock port to a host unix socket.
 type VsockPort struct {
+	// Port is the vsock port that the guest connects to on CID 2, the host.
 	Port uint32
 	// Path is the host unix socket. Keep it under about 100 bytes: longer
 	// paths do not fit in a sockaddr_un.

@@ -132,6 +132,9 @@ func (l *Lib) bind(lookup func(name string) uintptr) error {
 		ErrLibkrunIncompatible, l.path, strings.Join(names, ", "))
 }
 
+// The load cache is package state on purpose: dlopen maps a library once
+// per process and Load never closes it, so a second Lib for the same file
+// would only resolve the same symbols again.
 var (
 	loadMu sync.Mutex
 	// loaded caches successful loads by the value of THROWAWAYSH_LIBKRUN,
@@ -216,6 +219,8 @@ type CallError struct {
 	Errno syscall.Errno
 }
 
+// Error returns the call, the errno's text and libkrun's negative return
+// value.
 func (e *CallError) Error() string {
 	return fmt.Sprintf("%s: %s (%d)", e.Call, e.Errno.Error(), -int(e.Errno))
 }

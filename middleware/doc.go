@@ -45,5 +45,15 @@
 //
 // Middlewares pass state through typed keys in the session's context. Each
 // session gets a context of its own (see SessionContext), because the SSH
-// library's context is shared by every session of a connection.
+// library's context is shared by every session of a connection. Counts
+// and settings live in the values that Limit, Tracker, FailureTracker and
+// the options return, so several servers in one process share none. The
+// only package variable a caller can change is DefaultAcceptEnv, which
+// FilterRequests copies.
+//
+// An app adds its own middlewares between VM and Route: GuestFrom returns
+// the session's VM there, and Guest.Agent the guest agent that runs more
+// processes in it. WithSettingsFunc chooses the rootfs and resources of
+// each session's VM, for example by user name. The examples/peruser
+// directory of the repository holds a complete app built this way.
 package middleware

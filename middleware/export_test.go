@@ -2,10 +2,8 @@ package middleware
 
 import "time"
 
-// SetTimeoutGrace sets how long the Timeout middleware waits for a session
-// to end after it killed the VM, until the test ends.
-func SetTimeoutGrace(d time.Duration) (restore func()) {
-	previous := timeoutGrace
-	timeoutGrace = d
-	return func() { timeoutGrace = previous }
+// WithTimeoutGrace sets how long the Timeout middleware waits for a session
+// to end after it killed the VM, in place of defaultTimeoutGrace.
+func WithTimeoutGrace(d time.Duration) TimeoutOption {
+	return func(c *timeoutConfig) { c.grace = d }
 }

@@ -18,6 +18,8 @@ const (
 	ModeSubsystem
 )
 
+// String returns the mode's name for logs: "console", "pty" or
+// "subsystem".
 func (m Mode) String() string {
 	switch m {
 	case ModeConsole:

@@ -3,6 +3,7 @@ package middleware
 import (
 	"log/slog"
 	"path"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -13,6 +14,9 @@ import (
 // DefaultAcceptEnv lists the environment variables that FilterRequests
 // passes to the guest by default, as OpenSSH's sshd_config AcceptEnv
 // usually does: locale and time zone, and COLORTERM for terminal colours.
+// Treat it as read-only and extend a copy, as in
+// append(slices.Clone(DefaultAcceptEnv), "EDITOR"). FilterRequests copies
+// its list when it is called, so a later change reaches no running server.
 var DefaultAcceptEnv = []string{"LANG", "LC_*", "TZ", "COLORTERM"}
 
 // Limits on the env requests of one session, so a client cannot make the
@@ -42,6 +46,7 @@ func FilterRequests(acceptEnv []string, logger *slog.Logger) ssh.Option {
 	if acceptEnv == nil {
 		acceptEnv = DefaultAcceptEnv
 	}
+	acceptEnv = slices.Clone(acceptEnv)
 	if logger == nil {
 		logger = discardLogger
 	}

@@ -267,7 +267,6 @@ func routePTY(s ssh.Session, guest *Guest) {
 	if !ok {
 		return
 	}
-	defer client.close()
 
 	// An agent that never replies to start must not hold the session open.
 	startCtx, cancelStart := context.WithTimeout(ctx, agentStartTimeout)
@@ -326,68 +325,33 @@ func relayProcess(s ssh.Session, proc *agent.Process, lostMessage string) {
 	finish(s, Result{Status: status.Code, Signal: status.Signal})
 }
 
-// agentClient is the connection to a session's guest agent.
-type agentClient struct {
-	*agent.Client
-	stopCloseOnDisconnect func() bool
-}
-
-// close closes the connection to the agent.
-func (c *agentClient) close() {
-	c.stopCloseOnDisconnect()
-	_ = c.Client.Close()
-}
-
-// connectAgent waits for the guest agent of guest to connect and runs the
-// protocol handshake. On failure it ends the session, with bootFailure as
-// the message for a VM that ended or failed for no known reason, and
-// returns false.
-func connectAgent(s ssh.Session, guest *Guest, bootFailure string) (*agentClient, bool) {
-	ctx := s.Context()
-	logger := Logger(ctx)
-	vm := guest.VM
-
-	// The agent writes its own log to the VM console. It goes to the
-	// server's log, never to the client.
-	_ = vm.Stdin().Close()
-	consoleDone := logConsole(vm, logger)
-	exited := make(chan vmExit, 1)
-	go func() {
-		<-consoleDone
-		status, err := vm.Wait()
-		exited <- vmExit{status: status, err: err}
-	}()
-
-	conn, err := acceptAgent(ctx, guest, exited)
+// connectAgent returns the client of the session's guest agent (see
+// Guest.Agent). On failure it ends the session, with bootFailure as the
+// message for a VM that ended or failed for no known reason, and returns
+// false.
+func connectAgent(s ssh.Session, guest *Guest, bootFailure string) (*agent.Client, bool) {
+	client, err := guest.Agent()
 	if err != nil && clientGone(s, -1) {
 		return nil, false
 	}
 	if err != nil {
 		var userErr *userError
-		if errors.As(err, &userErr) {
+		var connectErr *agentConnectError
+		switch {
+		case errors.As(err, &userErr):
 			fail(s, ExitVMFailed, err, userErr.message)
-		} else {
+		case errors.As(err, &connectErr):
+			message := "the guest agent did not respond; try again, and tell the operator if it keeps failing"
+			if errors.Is(err, agent.ErrVersionMismatch) {
+				message = "the guest agent in this server's rootfs does not match the server; ask the operator to reinstall it with ./install_guest_agent.sh"
+			}
+			fail(s, ExitAgentLost, err, message)
+		default:
 			fail(s, ExitVMFailed, err, bootFailure)
 		}
 		return nil, false
 	}
-	client, err := agent.Connect(ctx, conn, logger)
-	if err != nil && clientGone(s, -1) {
-		return nil, false
-	}
-	if err != nil {
-		_ = conn.Close()
-		message := "the guest agent did not respond; try again, and tell the operator if it keeps failing"
-		if errors.Is(err, agent.ErrVersionMismatch) {
-			message = "the guest agent in this server's rootfs does not match the server; ask the operator to reinstall it with ./install_guest_agent.sh"
-		}
-		fail(s, ExitAgentLost, fmt.Errorf("connect to guest agent: %w", err), message)
-		return nil, false
-	}
-	// A client that goes away ends every call on the agent at once, even
-	// if the VM's socket stays open a moment longer.
-	stopCloseOnDisconnect := context.AfterFunc(ctx, func() { _ = client.Close() })
-	return &agentClient{Client: client, stopCloseOnDisconnect: stopCloseOnDisconnect}, true
+	return client, true
 }
 
 // acceptAgent waits for the guest agent to connect, and gives up when the

@@ -50,7 +50,6 @@ func routeSubsystem(s ssh.Session, guest *Guest) {
 	if !ok {
 		return
 	}
-	defer client.close()
 
 	// An agent that never replies to start must not hold the session open.
 	startCtx, cancelStart := context.WithTimeout(ctx, agentStartTimeout)

@@ -13,11 +13,11 @@ import (
 	"charm.land/wish/v2"
 )
 
-// timeoutGrace is how long a session whose VM a timeout killed may take to
-// send its status itself. After it, the Timeout middleware sends
+// defaultTimeoutGrace is how long a session whose VM a timeout killed may
+// take to send its status itself. After it, the Timeout middleware sends
 // ExitTimeout and closes the channel, which ends writes that wait for a
 // client that stopped reading.
-var timeoutGrace = 5 * time.Second
+const defaultTimeoutGrace = 5 * time.Second
 
 // TimeoutOption configures the Timeout middleware.
 type TimeoutOption func(*timeoutConfig)
@@ -25,6 +25,8 @@ type TimeoutOption func(*timeoutConfig)
 type timeoutConfig struct {
 	session time.Duration
 	idle    time.Duration
+	// grace is defaultTimeoutGrace unless a test shortens it.
+	grace time.Duration
 }
 
 // WithSessionTimeout sets the maximum wall-clock time a session may run,
@@ -54,7 +56,7 @@ func WithIdleTimeout(d time.Duration) TimeoutOption {
 // and finds the timeout in the session context. With neither timeout set,
 // Timeout only calls the next handler.
 func Timeout(opts ...TimeoutOption) wish.Middleware {
-	var cfg timeoutConfig
+	cfg := timeoutConfig{grace: defaultTimeoutGrace}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
@@ -111,7 +113,7 @@ type timeoutWatch struct {
 	mu      sync.Mutex
 	expired *timeoutExpiry
 	// ended is set once the session's status is being sent, by finish or
-	// fail in Route or by the watch itself after timeoutGrace.
+	// fail in Route or by the watch itself after cfg.grace.
 	ended bool
 }
 
@@ -153,7 +155,7 @@ func (w *timeoutWatch) expire(e *timeoutExpiry) bool {
 
 // run waits for a timeout, until done is closed or the client goes away.
 // When one fires it kills the VM, which makes Route end the session, and
-// ends the session itself if Route has not done so within timeoutGrace.
+// ends the session itself if Route has not done so within w.cfg.grace.
 func (w *timeoutWatch) run(s ssh.Session, guest *Guest, done <-chan struct{}) {
 	ctx := s.Context()
 	logger := Logger(ctx)
@@ -207,7 +209,7 @@ func (w *timeoutWatch) run(s ssh.Session, guest *Guest, done <-chan struct{}) {
 		logger.Error("kill vm after timeout", "err", err)
 	}
 
-	grace := time.NewTimer(timeoutGrace)
+	grace := time.NewTimer(w.cfg.grace)
 	defer grace.Stop()
 	select {
 	case <-done:
@@ -220,7 +222,7 @@ func (w *timeoutWatch) run(s ssh.Session, guest *Guest, done <-chan struct{}) {
 		// that holds Route up most likely waits for a client that
 		// stopped reading, and a message would wait behind it. The
 		// exit status is a request, which needs no channel window.
-		logger.Info("session did not end after its vm was killed; closing the channel", "grace", timeoutGrace)
+		logger.Info("session did not end after its vm was killed; closing the channel", "grace", w.cfg.grace)
 		sendResult(s, Result{Status: ExitTimeout, Err: expiry.err})
 	}
 }

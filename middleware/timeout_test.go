@@ -19,7 +19,6 @@ import (
 // while it waits to write to a client that stopped reading, still gets
 // the session ended: Timeout sends ExitTimeout and closes the channel.
 func TestTimeoutEndsStuckHandler(t *testing.T) {
-	t.Cleanup(middleware.SetTimeoutGrace(200 * time.Millisecond))
 	stuck := func(ssh.Handler) ssh.Handler {
 		return func(s ssh.Session) {
 			// Reads until the channel closes, whatever the VM does.
@@ -30,7 +29,10 @@ func TestTimeoutEndsStuckHandler(t *testing.T) {
 		middleware.PasswordAuth("u", "p", nil),
 		wish.WithMiddleware(
 			stuck,
-			middleware.Timeout(middleware.WithSessionTimeout(300*time.Millisecond)),
+			middleware.Timeout(
+				middleware.WithSessionTimeout(300*time.Millisecond),
+				middleware.WithTimeoutGrace(200*time.Millisecond),
+			),
 			middleware.VM(&krtest.Launcher{}, middleware.WithRootfs(krtest.Rootfs(t, false))),
 			middleware.Logging(nil),
 		),

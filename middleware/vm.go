@@ -39,7 +39,8 @@ var guestEnv = []string{
 }
 
 // Guest is the VM of a session, as the VM middleware stores it for the
-// middlewares and handlers after it.
+// middlewares and handlers after it. Its Agent method gives them the guest
+// agent of a PTY or SFTP session, to run more processes in the VM.
 type Guest struct {
 	// VM is the running microVM. The VM middleware kills it when the
 	// handlers after it return.
@@ -54,10 +55,15 @@ type Guest struct {
 	// the agent.
 	agentListener net.Listener
 	bootTimeout   time.Duration
+	// ctx is the session's context, which bounds the wait in Agent.
+	ctx       ssh.Context
+	agentConn agentConnection
 }
 
 // GuestFrom returns the session's VM as stored by the VM middleware, and
-// whether there is one.
+// whether there is one. Call it in a middleware or handler that runs after
+// VM, that is, one listed before VM in wish.WithMiddleware. The Guest is
+// valid until VM's handler returns.
 func GuestFrom(ctx ssh.Context) (*Guest, bool) {
 	g, ok := ctx.Value(guestKey).(*Guest)
 	return g, ok
@@ -74,6 +80,8 @@ type vmConfig struct {
 	runtimeDir  string
 	bootTimeout time.Duration
 	network     bool
+	// chooseSettings is set by WithSettingsFunc.
+	chooseSettings func(ssh.Context, *VMSettings) error
 }
 
 // WithRootfs sets the host directory that every VM boots from. Each
@@ -136,8 +144,16 @@ func WithGuestNetwork(on bool) VMOption {
 // VM returns a middleware that boots a microVM for each session with
 // launcher, stores it for the handlers after it (see GuestFrom), and kills
 // it and removes the session's files when they return. It must run after
-// Logging, if used, and before Route. The VM boots only when the shell or
-// exec request arrives, because the middleware chain runs then.
+// Logging, Limit and Tracker.Middleware, if used, and before Timeout and
+// Route. So in wish.WithMiddleware, list it after Route and Timeout and
+// before the others. The VM boots only when the shell, exec or subsystem
+// request arrives, because the middleware chain runs then. WithRootfs, or
+// WithSettingsFunc setting VMSettings.Rootfs, is required. When the VM
+// cannot boot, the session ends with ExitVMFailed and one line on stderr,
+// and the handlers after VM do not run.
+//
+// launcher may be krun.NewLauncher's libkrun launcher or any other
+// krun.Launcher, for example one that wraps it to add to each krun.Spec.
 func VM(launcher krun.Launcher, opts ...VMOption) wish.Middleware {
 	cfg := vmConfig{
 		cpus:        krun.DefaultCPUs,
@@ -182,8 +198,12 @@ func (e *userError) Unwrap() error { return e.err }
 
 func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, func(), error) {
 	logger := Logger(s.Context())
+	cfg, err := sessionConfig(s.Context(), cfg)
+	if err != nil {
+		return nil, nil, err
+	}
 	if launcher == nil || cfg.rootfs == "" {
-		return nil, nil, errors.New("VM middleware: no launcher or rootfs configured")
+		return nil, nil, errors.New("VM middleware: no launcher, or no rootfs from WithRootfs or WithSettingsFunc")
 	}
 
 	mode := ModeOf(s)
@@ -202,7 +222,7 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 		DiskMiB:   cfg.diskMiB,
 		Network:   cfg.network,
 	}
-	guest := &Guest{Mode: mode, bootTimeout: cfg.bootTimeout}
+	guest := &Guest{Mode: mode, bootTimeout: cfg.bootTimeout, ctx: s.Context()}
 	spec.Env = append(spec.Env, connectionEnv(s)...)
 	// sshd starts sessions in the user's home directory.
 	if info, err := os.Stat(filepath.Join(cfg.rootfs, "root")); err == nil && info.IsDir() {
@@ -272,6 +292,7 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 		if err := vm.Kill(); err != nil {
 			logger.Error("kill vm", "err", err)
 		}
+		guest.closeAgent()
 		status, werr := vm.Wait()
 		if guest.agentListener != nil {
 			_ = guest.agentListener.Close()

@@ -24,6 +24,14 @@ var agentBuild struct {
 // returns its path. Call Cleanup from TestMain to remove it.
 func AgentBinary(t testing.TB) string {
 	t.Helper()
+	path, err := agentBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func agentBinary() (string, error) {
 	agentBuild.once.Do(func() {
 		dir, err := os.MkdirTemp("", "krtest-agent-")
 		if err != nil {
@@ -45,10 +53,7 @@ func AgentBinary(t testing.TB) string {
 			agentBuild.err = fmt.Errorf("build guest agent: %v\n%s", err, out.String())
 		}
 	})
-	if agentBuild.err != nil {
-		t.Fatal(agentBuild.err)
-	}
-	return agentBuild.path
+	return agentBuild.path, agentBuild.err
 }
 
 // Cleanup removes what AgentBinary built.
@@ -71,22 +76,34 @@ func Rootfs(t testing.TB, withAgent bool) string {
 	if runtime.GOOS != "linux" {
 		t.Skip("krtest needs Linux namespaces")
 	}
-	if err := checkStatic(busyboxPath); err != nil {
-		t.Fatalf("krtest: %v; install a static busybox (apt-get install busybox-static)", err)
-	}
 	root := t.TempDir()
+	if err := BuildRootfs(root, withAgent); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// BuildRootfs builds the guest root that Rootfs returns in dir, an
+// existing empty directory, for callers without a testing.TB such as
+// Example functions. It needs Linux and a static busybox.
+func BuildRootfs(root string, withAgent bool) error {
+	if err := checkStatic(busyboxPath); err != nil {
+		return fmt.Errorf("krtest: %v; install a static busybox (apt-get install busybox-static)", err)
+	}
 	for _, dir := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "usr/local/bin", "root", "etc", "dev", "proc", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
 	if err := os.Chmod(filepath.Join(root, "tmp"), 0o777|os.ModeSticky); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	copyFile(t, busyboxPath, filepath.Join(root, "bin/busybox"))
+	if err := copyFile(busyboxPath, filepath.Join(root, "bin/busybox")); err != nil {
+		return err
+	}
 	out, err := exec.Command(busyboxPath, "--list-full").Output()
 	if err != nil {
-		t.Fatalf("krtest: list busybox programs: %v", err)
+		return fmt.Errorf("krtest: list busybox programs: %v", err)
 	}
 	for _, program := range strings.Fields(string(out)) {
 		link := filepath.Join(root, program)
@@ -94,15 +111,23 @@ func Rootfs(t testing.TB, withAgent bool) string {
 			continue
 		}
 		if err := os.Symlink("/bin/busybox", link); err != nil {
-			t.Fatal(err)
+			return err
 		}
 	}
-	writeFile(t, filepath.Join(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
-	writeFile(t, filepath.Join(root, "etc/group"), "root:x:0:\n")
-	if withAgent {
-		copyFile(t, AgentBinary(t), filepath.Join(root, "usr/local/bin/throwawaysh-guest-agent"))
+	if err := os.WriteFile(filepath.Join(root, "etc/passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644); err != nil {
+		return err
 	}
-	return root
+	if err := os.WriteFile(filepath.Join(root, "etc/group"), []byte("root:x:0:\n"), 0o644); err != nil {
+		return err
+	}
+	if withAgent {
+		agent, err := agentBinary()
+		if err != nil {
+			return err
+		}
+		return copyFile(agent, filepath.Join(root, "usr/local/bin/throwawaysh-guest-agent"))
+	}
+	return nil
 }
 
 // checkStatic returns an error unless path is an ELF executable without
@@ -121,20 +146,10 @@ func checkStatic(path string) error {
 	return nil
 }
 
-func writeFile(t testing.TB, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func copyFile(t testing.TB, from, to string) {
-	t.Helper()
+func copyFile(from, to string) error {
 	data, err := os.ReadFile(from)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := os.WriteFile(to, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	return os.WriteFile(to, data, 0o755)
 }
