@@ -39,6 +39,8 @@ const (
 //     failure reply and are not set, as with OpenSSH's AcceptEnv.
 //   - auth-agent-req@openssh.com and x11-req: rejected, because the guest
 //     has no way to reach the client's agent or X server.
+//   - exec and subsystem: rejected when the payload is not one SSH string,
+//     which the SSH library would read as an empty command.
 //
 // It replaces the server's "session" channel handler, so install it after
 // any option that sets its own. A nil logger discards.
@@ -113,6 +115,13 @@ func (f *requestFilter) reject(req *gossh.Request, envCount *int) string {
 		return "agent forwarding is not supported"
 	case "x11-req":
 		return "X11 forwarding is not supported"
+	case "exec", "subsystem":
+		// The SSH library reads a malformed payload as an empty command,
+		// which would start a shell; sshd treats it as an error.
+		var text struct{ Value string }
+		if err := gossh.Unmarshal(req.Payload, &text); err != nil {
+			return "malformed " + req.Type + " request"
+		}
 	case "env":
 		var kv struct{ Name, Value string }
 		if err := gossh.Unmarshal(req.Payload, &kv); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"charm.land/ssh"
 	"charm.land/wish/v2"
+	gossh "golang.org/x/crypto/ssh"
 )
 
 // defaultTimeoutGrace is how long a session whose VM a timeout killed may
@@ -224,6 +225,20 @@ func (w *timeoutWatch) run(s ssh.Session, guest *Guest, done <-chan struct{}) {
 		// exit status is a request, which needs no channel window.
 		logger.Info("session did not end after its vm was killed; closing the channel", "grace", w.cfg.grace)
 		sendResult(s, Result{Status: ExitTimeout, Err: expiry.err})
+	}
+
+	// A client that reads nothing, not even the close, keeps Route's
+	// write, and so the session and its limit counts, forever unless
+	// keepalives catch it. Closing its connection ends that write.
+	grace.Reset(w.cfg.grace)
+	select {
+	case <-done:
+	case <-ctx.Done():
+	case <-grace.C:
+		if conn, ok := ctx.Value(ssh.ContextKeyConn).(gossh.Conn); ok {
+			logger.Warn("client reads nothing after its session was closed; closing its connection", "grace", w.cfg.grace)
+			_ = conn.Close()
+		}
 	}
 }
 

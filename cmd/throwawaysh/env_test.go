@@ -127,3 +127,24 @@ func TestSSHConnectionVariablesAndHome(t *testing.T) {
 		}
 	})
 }
+
+// An exec or subsystem request whose payload is not one SSH string is
+// rejected: the SSH library would read it as an empty command and start a
+// shell. No VM boots for it, and the session takes a proper request after.
+func TestMalformedExecRequestRejected(t *testing.T) {
+	srv := startServer(t, testConfig(t, krtestRootfs(t)), testLauncher())
+	session := srv.goSession(t)
+	for _, kind := range []string{"exec", "subsystem"} {
+		ok, err := session.SendRequest(kind, true, []byte{0, 0, 0})
+		if err != nil || ok {
+			t.Errorf("%s with a 3-byte payload: ok=%v err=%v, want rejected", kind, ok, err)
+		}
+	}
+	if strings.Contains(srv.logs.String(), "vm boot") {
+		t.Error("a VM booted for a malformed request")
+	}
+	out, err := session.Output("echo after")
+	if exitStatusOf(t, err) != 0 || string(out) != "after\n" {
+		t.Errorf("session after the malformed requests: %q, %v", out, err)
+	}
+}

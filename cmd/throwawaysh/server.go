@@ -69,6 +69,10 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 		},
 		middleware.RawPTY(),
 		middleware.FilterRequests(append(slices.Clone(middleware.DefaultAcceptEnv), cfg.AcceptEnv...), logger),
+		// Channels that wait for their shell or exec request count too;
+		// twice the session limit leaves room for sessions that Limit
+		// answers with its message.
+		middleware.LimitSessionChannels(2*cfg.MaxSessionsPerConnection, logger),
 		wish.WithMiddleware(chain...),
 		// Subsystem requests bypass the middleware chain, so SFTP gets
 		// the same chain for its own handler; sharing the chain's values
