@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -264,6 +265,19 @@ func TrackAuthFailures(tracker *FailureTracker, logger *slog.Logger) ssh.Option 
 				}
 			}
 			return config
+		}
+		// A public key signature that does not verify ends the
+		// connection inside the SSH library without an AuthLogCallback
+		// call, yet it is a forged proof of a key and counts.
+		previousFailed := srv.ConnectionFailedCallback
+		srv.ConnectionFailedCallback = func(conn net.Conn, err error) {
+			if previousFailed != nil {
+				previousFailed(conn, err)
+			}
+			if err != nil && strings.Contains(err.Error(), "signature did not verify") {
+				failures, _ := tracker.Fail(conn.RemoteAddr())
+				logger.Warn("auth failed", "method", "publickey", "remote", conn.RemoteAddr().String(), "failures", failures, "err", err)
+			}
 		}
 		return nil
 	}

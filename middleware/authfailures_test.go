@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -269,5 +270,47 @@ func TestAuthFailureLogKeepsUserOnOneLine(t *testing.T) {
 	}
 	if strings.Contains(out, "\x1b") || len(out) > 600 {
 		t.Errorf("log line holds raw control bytes or the whole user name: %q", out)
+	}
+}
+
+// forgedSigner claims one public key and signs with another key.
+type forgedSigner struct {
+	claimed gossh.PublicKey
+	signer  gossh.Signer
+}
+
+func (s forgedSigner) PublicKey() gossh.PublicKey { return s.claimed }
+
+func (s forgedSigner) Sign(rand io.Reader, data []byte) (*gossh.Signature, error) {
+	return s.signer.Sign(rand, data)
+}
+
+// A signature that does not verify for the key it claims is a forged
+// proof, and counts as a failed login though the SSH library ends the
+// connection without reporting an authentication attempt.
+func TestTrackAuthFailuresCountsForgedSignature(t *testing.T) {
+	var logs lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tracker := middleware.NewFailureTracker(middleware.FailureTrackerConfig{})
+	listed := newSigner(t)
+	keys := []middleware.AuthorizedKey{{Key: listed.PublicKey(), Line: 1}}
+	addr := serve(t,
+		middleware.PublicKeyAuth("u", keys, logger),
+		middleware.TrackAuthFailures(tracker, logger),
+		wish.WithMiddleware(printIdentity))
+
+	forged := forgedSigner{claimed: listed.PublicKey(), signer: newSigner(t)}
+	if _, err := sessionIdentity(t, addr, "u", gossh.PublicKeys(forged)); err == nil {
+		t.Fatal("login with a forged signature succeeded")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for tracker.Failures(tcpAddr("127.0.0.1")) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("forged signature counted as %d failures, want 1; log:\n%s", tracker.Failures(tcpAddr("127.0.0.1")), logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !hasLogLine(logs.String(), "auth failed", "method=publickey", "failures=1") {
+		t.Errorf("no counted auth failed line for the forged signature:\n%s", logs.String())
 	}
 }

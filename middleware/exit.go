@@ -109,7 +109,12 @@ func fail(s ssh.Session, status int, err error, userMessage string) {
 		endTimedOut(s, expired)
 		return
 	}
-	logger.Error("session failed", "status", status, "err", err)
+	if status == ExitCapacity {
+		// The client's own doing, which it can repeat without limit.
+		logger.Warn("session rejected", "status", status, "err", err)
+	} else {
+		logger.Error("session failed", "status", status, "err", err)
+	}
 	writeUserMessage(s, userMessage)
 	sendResult(s, Result{Status: status, Err: err})
 }

@@ -59,7 +59,7 @@ func OpenRuntimeDir(dir string, logger *slog.Logger) (*RuntimeDir, error) {
 		return nil, errors.New("runtime directory: empty path")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("runtime directory %q: %w", dir, err)
+		return nil, fmt.Errorf("runtime directory %q: %w; choose a directory, or a path that does not exist yet, on a local file system", dir, err)
 	}
 	if err := checkPrivateDir(dir); err != nil {
 		return nil, err

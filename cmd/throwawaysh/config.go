@@ -340,8 +340,8 @@ func (c *config) resolveLimits() error {
 		accepted                       string
 		value                          *time.Duration
 	}{
-		{"--session-timeout", "SSH_SESSION_TIMEOUT", c.SessionTimeoutText, limitDefaults["session_timeout"], 0, "a duration such as 90s, 30m or 2h, or 0 for no limit", &c.SessionTimeout},
-		{"--idle-timeout", "SSH_IDLE_TIMEOUT", c.IdleTimeoutText, limitDefaults["idle_timeout"], 0, "a duration such as 90s, 30m or 2h, or 0 to turn it off", &c.IdleTimeout},
+		{"--session-timeout", "SSH_SESSION_TIMEOUT", c.SessionTimeoutText, limitDefaults["session_timeout"], time.Second, "a duration of 1s or more such as 90s, 30m or 2h, or 0 for no limit", &c.SessionTimeout},
+		{"--idle-timeout", "SSH_IDLE_TIMEOUT", c.IdleTimeoutText, limitDefaults["idle_timeout"], time.Second, "a duration of 1s or more such as 90s, 30m or 2h, or 0 to turn it off", &c.IdleTimeout},
 		{"--keepalive-interval", "SSH_KEEPALIVE_INTERVAL", c.KeepaliveIntervalText, limitDefaults["keepalive_interval"], time.Second, "a duration of 1s or more such as 15s or 1m, or 0 to turn keepalives off", &c.KeepaliveInterval},
 	}
 	for _, setting := range durations {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 
 	"charm.land/ssh"
@@ -63,6 +64,10 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 			// so it also frees the places that LimitStartups counts.
 			srv.HandshakeTimeout = cfg.HandshakeTimeout
 			srv.ConnectionFailedCallback = func(conn net.Conn, err error) {
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					logger.Info("handshake timed out", "remote", conn.RemoteAddr().String(), "timeout", cfg.HandshakeTimeout, "setting", "--handshake-timeout")
+					return
+				}
 				logger.Info("connection failed", "remote", conn.RemoteAddr().String(), "err", err)
 			}
 			return nil

@@ -126,6 +126,7 @@ func TestHandshakeTimeoutFreesStartups(t *testing.T) {
 	for _, conn := range silent {
 		waitClosed(t, conn, 20*time.Second)
 	}
+	waitForLogCount(t, srv, "handshake timed out", 2)
 	got := srv.runSSH(t, sshCall{command: "echo ok"})
 	if got.status != 0 || string(got.stdout) != "ok\n" {
 		t.Fatalf("after the silent connections timed out: status %d, stdout %q, stderr %q, want 0 and ok",
