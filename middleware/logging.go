@@ -13,9 +13,10 @@ import (
 // Logging returns a middleware that gives each session an id and a logger
 // carrying session, user and remote, and key (see KeyFingerprint) when the
 // client authenticated with a public key. It logs "session start",
-// "session end" and "session phases", the duration of each phase the
-// session went through (see PhaseAuthenticated and the constants after
-// it); each phase also gets a "session phase" line at debug level. Other middlewares find the logger with Logger. List it
+// "session end" and "session phases", which has the duration of each
+// phase the session went through (see PhaseAuthenticated and the
+// constants after it). Each phase also gets a "session phase" line at
+// debug level. Other middlewares find the logger with Logger. List it
 // last in wish.WithMiddleware so it runs first and wraps everything else.
 // A nil logger discards.
 func Logging(logger *slog.Logger) wish.Middleware {

@@ -106,8 +106,9 @@ func TimeConnections() ssh.Option {
 }
 
 // sessionPhases records when each phase of one session ended, and passes
-// the events on to the session's Metrics. Logging creates it; VM, Route and
-// the exit path mark the phases through the observe functions below.
+// the events on to the session's Metrics. Logging or Metrics creates it,
+// and VM, Route and the exit path mark the phases through the observe
+// functions below.
 type sessionPhases struct {
 	// ctx is the session's context, where the current logger is found.
 	ctx     ssh.Context
@@ -159,7 +160,8 @@ func (p *sessionPhases) logAuthenticated() {
 	}
 }
 
-// phasesFrom returns the session's phase record, or nil without Logging.
+// phasesFrom returns the session's phase record, or nil when neither
+// Logging nor Metrics runs.
 // ctx may be the session's context or one derived from it.
 func phasesFrom(ctx context.Context) *sessionPhases {
 	p, _ := ctx.Value(phasesKey).(*sessionPhases)
@@ -194,8 +196,8 @@ func (p *sessionPhases) mark(phase string) (time.Duration, bool) {
 
 // summary returns the attributes of the "session phases" line: the
 // duration of each phase that took place, and the total from the
-// session's request to the end of its last phase, which leaves out
-// authentication because a shared connection authenticates only once.
+// session's request to the end of its last phase. The total leaves out
+// authentication, because a shared connection authenticates only once.
 func (p *sessionPhases) summary() []any {
 	p.mu.Lock()
 	defer p.mu.Unlock()

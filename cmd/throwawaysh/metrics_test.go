@@ -113,13 +113,13 @@ func TestMetricsCountSessions(t *testing.T) {
 
 	// Two sessions on one connection: the second goes over the limit of 1.
 	client := srv.dialGo(t, "test", testPassword)
-	held, err := client.NewSession()
+	heldSession, err := client.NewSession()
 	if err != nil {
 		t.Fatal(err)
 	}
-	heldInput, _ := held.StdinPipe()
-	heldOutput, _ := held.StdoutPipe()
-	if err := held.Start("echo ready; cat >/dev/null"); err != nil {
+	heldInput, _ := heldSession.StdinPipe()
+	heldOutput, _ := heldSession.StdoutPipe()
+	if err := heldSession.Start("echo ready; cat >/dev/null"); err != nil {
 		t.Fatal(err)
 	}
 	if line, err := bufio.NewReader(heldOutput).ReadString('\n'); err != nil || line != "ready\n" {
@@ -135,7 +135,7 @@ func TestMetricsCountSessions(t *testing.T) {
 		t.Fatalf("second session on the connection: status %d, want %d; stderr %q", status, middleware.ExitCapacity, rejectedStderr.String())
 	}
 	_ = heldInput.Close()
-	if status := exitStatusOf(t, held.Wait()); status != 0 {
+	if status := exitStatusOf(t, heldSession.Wait()); status != 0 {
 		t.Fatalf("held session: status %d", status)
 	}
 
