@@ -320,22 +320,21 @@ func (r *benchRun) idleMemory(target *benchTarget) (serverKiB, vmMiB float64, er
 		}
 	}
 
-	var clients []*exec.Cmd
+	var clients []*idleSession
 	defer func() {
-		for _, cmd := range clients {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+		for _, client := range clients {
+			client.end()
 		}
 		if idleErr := target.idle(time.Now().Add(10 * time.Second)); idleErr != nil && err == nil {
 			err = fmt.Errorf("after idle sessions: %w", idleErr)
 		}
 	}()
 	for range r.params.idleSessions {
-		cmd, err := r.startIdleSession(target)
+		client, err := r.startIdleSession(target)
 		if err != nil {
 			return 0, 0, err
 		}
-		clients = append(clients, cmd)
+		clients = append(clients, client)
 	}
 
 	loaded, err := target.serverMemory()
@@ -355,31 +354,65 @@ func (r *benchRun) idleMemory(target *benchTarget) (serverKiB, vmMiB float64, er
 	return serverKiB, vmMiB, nil
 }
 
+// idleSession is an OpenSSH client whose remote command waits for the
+// end of its input.
+type idleSession struct {
+	cmd *exec.Cmd
+	// input is the write end of the client's stdin.
+	input *os.File
+}
+
+// end closes the session's input, which ends the remote cat and so the
+// session, and waits for the client. sshd leaves a command without a PTY
+// running when its client is killed, so ending the input is what stops
+// the command on that side.
+func (s *idleSession) end() {
+	_ = s.input.Close()
+	waited := make(chan struct{})
+	go func() {
+		_ = s.cmd.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-waited
+	}
+}
+
 // startIdleSession starts a session whose command prints a line and then
-// sleeps, and returns once the line arrived. The client's output goes to
-// a pipe that this process only reads once, so no goroutine of this
-// process serves the session while it is idle.
-func (r *benchRun) startIdleSession(target *benchTarget) (*exec.Cmd, error) {
-	reader, writer, err := os.Pipe()
+// waits in cat for the end of its input, and returns once the line
+// arrived. The client's stdin and stdout are pipes of this process, so no
+// goroutine of this process serves the session while it is idle.
+func (r *benchRun) startIdleSession(target *benchTarget) (*idleSession, error) {
+	inputReader, inputWriter, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	defer reader.Close()
-	cmd := r.sshCommand(target, []string{"-n"}, "echo ready; exec sleep 3600")
-	cmd.Stdout = writer
-	if err := cmd.Start(); err != nil {
-		_ = writer.Close()
+	defer inputReader.Close()
+	outputReader, outputWriter, err := os.Pipe()
+	if err != nil {
+		_ = inputWriter.Close()
 		return nil, err
 	}
-	_ = writer.Close()
-	_ = reader.SetReadDeadline(time.Now().Add(30 * time.Second))
-	line, err := bufio.NewReader(reader).ReadString('\n')
+	defer outputReader.Close()
+	cmd := r.sshCommand(target, nil, "echo ready; exec cat > /dev/null")
+	cmd.Stdin, cmd.Stdout = inputReader, outputWriter
+	err = cmd.Start()
+	_ = outputWriter.Close()
+	if err != nil {
+		_ = inputWriter.Close()
+		return nil, err
+	}
+	session := &idleSession{cmd: cmd, input: inputWriter}
+	_ = outputReader.SetReadDeadline(time.Now().Add(30 * time.Second))
+	line, err := bufio.NewReader(outputReader).ReadString('\n')
 	if err != nil || line != "ready\n" {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		session.end()
 		return nil, fmt.Errorf("idle session: first line %q, err %v", line, err)
 	}
-	return cmd, nil
+	return session, nil
 }
 
 // measure runs every figure on every target, one target after the other,
@@ -683,6 +716,16 @@ func TestBenchHarnessTinyRun(t *testing.T) {
 			if len(f.samples[target.name]) == 0 {
 				t.Errorf("%s, %s: no sample", target.name, f.name)
 			}
+		}
+	}
+	for _, target := range r.targets {
+		if err := target.idle(time.Now().Add(10 * time.Second)); err != nil {
+			t.Errorf("%s after the run: %v", target.name, err)
+		}
+	}
+	for _, target := range r.targets {
+		if left := sshSessionProcesses(target.port); len(left) > 0 {
+			t.Errorf("%s: processes of ended sessions still run: %v", target.name, left)
 		}
 	}
 	report := r.report()

@@ -390,6 +390,32 @@ func parentOf(pid int) (int, bool) {
 	return parent, err == nil
 }
 
+// sshSessionProcesses returns the processes whose environment has the
+// SSH_CONNECTION of a session on loopback port port, which sshd sets for
+// the user's command. A remote command that outlived its session keeps it.
+func sshSessionProcesses(port string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		environ, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		for variable := range strings.SplitSeq(string(environ), "\x00") {
+			value, ok := strings.CutPrefix(variable, "SSH_CONNECTION=")
+			if ok && strings.HasSuffix(value, " 127.0.0.1 "+port) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
 // processName returns the command name of pid (/proc/PID/comm).
 func processName(pid int) string {
 	comm, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
