@@ -20,7 +20,7 @@ UNAME_S := $(shell uname -s)
 
 .DEFAULT_GOAL := build
 
-.PHONY: help build build-service build-agent install-agent rootfs run test lint clean
+.PHONY: help build build-service build-agent install-agent rootfs run test bench lint clean
 
 ## help: list the targets
 help:
@@ -61,6 +61,18 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## bench: compare throwawaysh with OpenSSH's sshd and write the figures into docs/benchmarks.md
+# The sshd side needs Debian's openssh-server (apt-get install
+# openssh-server); without it the benchmark skips that side and says so.
+# Set THROWAWAYSH_TEST_ROOTFS to a root built by `make rootfs` to add
+# libkrun where it can boot guests.
+bench:
+	@if [ ! -x /usr/sbin/sshd ]; then \
+		echo "/usr/sbin/sshd not found: the sshd side will be skipped (apt-get install openssh-server)"; \
+	fi
+	THROWAWAYSH_BENCH_DOC="$(CURDIR)/docs/benchmarks.md" THROWAWAYSH_BENCH_COMMAND="make bench" \
+		$(GO) test -run '^$$' -bench '^BenchmarkCompareWithSSHD$$' -benchtime 1x -timeout 30m ./cmd/throwawaysh
 
 ## lint: go vet, gofmt and (when installed) shellcheck
 lint:

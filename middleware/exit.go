@@ -159,6 +159,7 @@ func sendResult(s ssh.Session, r Result) {
 	}
 	_ = s.CloseWrite()
 	_ = s.Close()
+	observeCommandExited(s.Context())
 }
 
 // writeUserMessage writes "throwawaysh: " and message to the client's

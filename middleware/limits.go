@@ -83,6 +83,7 @@ func Limit(opts ...LimitOption) wish.Middleware {
 
 			release, rejected := counts.acquire(ip, connection)
 			if rejected != nil {
+				observeRejected(s.Context(), rejected.scope)
 				fail(s, ExitCapacity, rejected.err(), rejected.userMessage())
 				return
 			}

@@ -12,8 +12,11 @@ import (
 
 // Logging returns a middleware that gives each session an id and a logger
 // carrying session, user and remote, and key (see KeyFingerprint) when the
-// client authenticated with a public key. It logs "session start" and
-// "session end". Other middlewares find the logger with Logger. List it
+// client authenticated with a public key. It logs "session start",
+// "session end" and "session phases", which has the duration of each
+// phase the session went through (see PhaseAuthenticated and the
+// constants after it). Each phase also gets a "session phase" line at
+// debug level. Other middlewares find the logger with Logger. List it
 // last in wish.WithMiddleware so it runs first and wraps everything else.
 // A nil logger discards.
 func Logging(logger *slog.Logger) wish.Middleware {
@@ -24,6 +27,7 @@ func Logging(logger *slog.Logger) wish.Middleware {
 		return func(s ssh.Session) {
 			s = SessionContext(s)
 			ctx := s.Context()
+			phases := sessionPhasesOf(s)
 
 			id := newSessionID()
 			fields := []any{
@@ -48,6 +52,7 @@ func Logging(logger *slog.Logger) wish.Middleware {
 				attrs = append(attrs, "term", logSafe(req.Term), "cols", req.Window.Width, "rows", req.Window.Height)
 			}
 			sessionLogger.Info("session start", attrs...)
+			phases.logAuthenticated()
 
 			next(s)
 
@@ -65,6 +70,7 @@ func Logging(logger *slog.Logger) wish.Middleware {
 				}
 			}
 			sessionLogger.Info("session end", end...)
+			sessionLogger.Info("session phases", phases.summary()...)
 		}
 	}
 }

@@ -111,6 +111,7 @@ func routeConsole(s ssh.Session, guest *Guest) {
 	noteOutput := func() {
 		firstOutput.Do(func() {
 			logger.Debug("guest ready", "signal", "first console byte", "duration", time.Since(guest.Booted))
+			observeGuestReady(s.Context())
 		})
 	}
 	var wg sync.WaitGroup
@@ -172,6 +173,7 @@ func awaitConsoleReport(ctx context.Context, ln net.Listener, logger *slog.Logge
 			report <- consoleReport{err: fmt.Errorf("connect to guest agent: %w", err)}
 			return
 		}
+		observeGuestReady(ctx)
 		status, err := client.ConsoleExit(ctx)
 		// The agent exits once the host closes the connection.
 		_ = client.Close()
@@ -288,6 +290,7 @@ func routePTY(s ssh.Session, guest *Guest) {
 		return
 	}
 	logger.Info("guest ready", "signal", "agent connected", "duration", time.Since(guest.Booted))
+	observeGuestReady(ctx)
 
 	stopWindows := make(chan struct{})
 	defer close(stopWindows)

@@ -63,6 +63,7 @@ func routeSubsystem(s ssh.Session, guest *Guest) {
 		return
 	}
 	logger.Info("guest ready", "signal", "agent connected", "duration", time.Since(guest.Booted))
+	observeGuestReady(ctx)
 
 	relayProcess(s, proc, "the connection to the guest agent was lost before the SFTP session finished")
 }

@@ -287,6 +287,7 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 	}
 	s.Context().SetValue(loggerKey, logger)
 	logger.Info("vm boot", "duration", guest.Booted.Sub(start), "mode", mode.String(), "cpus", spec.CPUs, "memory_mib", spec.MemoryMiB)
+	observeVMStarted(s.Context(), guest.Booted.Sub(start))
 
 	cleanup := func() {
 		if err := vm.Kill(); err != nil {
@@ -299,6 +300,7 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 		}
 		removeDir()
 		logger.Info("vm stop", "status", status, "lifetime", time.Since(guest.Booted), "err", werr)
+		observeTornDown(s.Context())
 	}
 	return guest, cleanup, nil
 }

@@ -87,6 +87,8 @@ type config struct {
 	KeepaliveInterval        time.Duration `kong:"-"`
 	KeepaliveCountMax        int           `kong:"-"`
 
+	MetricsAddr string `name:"metrics-addr" env:"SSH_METRICS_ADDR" placeholder:"HOST:PORT" help:"Serve Prometheus metrics over HTTP at /metrics on this address, HOST:PORT or :PORT (default off)."`
+
 	Version bool `name:"version" help:"Print the version and exit."`
 	Help    bool `name:"help" short:"h" help:"Show this help and exit."`
 }
@@ -423,7 +425,7 @@ func (c config) validate() error {
 	if c.HandshakeTimeout < minHandshakeTimeout || c.HandshakeTimeout > maxHandshakeTimeout {
 		return handshakeTimeoutError(c.HandshakeTimeout.String())
 	}
-	return nil
+	return validateMetricsAddr(c.MetricsAddr, c.ListenAddr)
 }
 
 // validateEnvPattern checks one --accept-env entry: a variable name, or a

@@ -67,7 +67,7 @@ func (b *syncBuffer) String() string {
 
 // testConfig returns a valid configuration for rootDir with a host key in
 // a temporary directory and the test password.
-func testConfig(t *testing.T, rootDir string) config {
+func testConfig(t testing.TB, rootDir string) config {
 	t.Helper()
 	return config{
 		ListenAddr:           "127.0.0.1:0",
@@ -99,7 +99,7 @@ func testConfig(t *testing.T, rootDir string) config {
 // shortTempDir returns a new directory with a short path, removed after
 // the test: t.TempDir() contains the test's name, and socket paths in the
 // directory must stay under about 100 bytes.
-func shortTempDir(t *testing.T) string {
+func shortTempDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "tw-")
 	if err != nil {
@@ -135,7 +135,7 @@ func startServer(t *testing.T, cfg config, launcher krun.Launcher) *testServer {
 
 // krtestRootfs and testLauncher give tests that need only the test
 // launcher a root with the agent and a launcher.
-func krtestRootfs(t *testing.T) string { return krtest.Rootfs(t, true) }
+func krtestRootfs(t testing.TB) string { return krtest.Rootfs(t, true) }
 
 func testLauncher() krun.Launcher { return &krtest.Launcher{} }
 

@@ -91,8 +91,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer runtimeDir.Close()
 
+	metrics, stopMetrics, err := startMetrics(cfg.MetricsAddr, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "throwawaysh: %s\n", err)
+		return exitFailure
+	}
+	defer stopMetrics()
+
 	sessions := middleware.NewTracker()
-	srv, err := newServer(cfg, launcher, sessions, logger)
+	srv, err := newServerWithMetrics(cfg, launcher, sessions, metrics, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "throwawaysh: %s\n", err)
 		return exitFailure

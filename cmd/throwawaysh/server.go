@@ -19,8 +19,14 @@ import (
 // newServer composes the SSH server from cfg: host key, authentication,
 // limits on unauthenticated connections and the session middlewares, with
 // launcher booting the VMs and sessions recording the live sessions for
-// the shutdown.
+// the shutdown. It records no metrics.
 func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker, logger *slog.Logger) (*ssh.Server, error) {
+	return newServerWithMetrics(cfg, launcher, sessions, nil, logger)
+}
+
+// newServerWithMetrics is newServer that also records into metrics, which
+// may be nil.
+func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middleware.Tracker, metrics *middleware.Metrics, logger *slog.Logger) (*ssh.Server, error) {
 	signer, created, err := middleware.LoadOrCreateHostKey(cfg.HostKeyPath)
 	if err != nil {
 		return nil, err
@@ -54,6 +60,7 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 			middleware.WithMaxSessionsPerIP(cfg.MaxSessionsPerIP),
 			middleware.WithMaxSessionsPerConnection(cfg.MaxSessionsPerConnection),
 		),
+		metrics.Middleware(),
 		middleware.Logging(logger),
 	}
 	options := []ssh.Option{
@@ -89,6 +96,7 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 		return nil, err
 	}
 	options = append(options, auth...)
+	options = append(options, metrics.CountAuthFailures(), middleware.TimeConnections())
 	// Last, so that they wrap the connection callbacks that the options
 	// above set.
 	options = append(options,
