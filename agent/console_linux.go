@@ -70,7 +70,13 @@ func RunConsole(ctx context.Context, argv []string, dial func(context.Context) (
 	connectCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	linked := make(chan consoleLink, 1)
-	go func() { linked <- connectConsole(connectCtx, dial, software) }()
+	go func() {
+		link := connectConsole(connectCtx, dial, software)
+		if link.err == nil {
+			go link.serveSignals(cmd.Process.Pid, logger)
+		}
+		linked <- link
+	}()
 
 	status := waitConsoleCommand(cmd, opts.Signals, logger)
 	logger.Info("console command exited", "status", status.Code, "signal", status.Signal)
@@ -140,7 +146,39 @@ type consoleLink struct {
 	session *yamux.Session
 	control *yamux.Stream
 	reader  *bufio.Reader
-	err     error
+	// hostClosed is closed once the host closes the connection or sends
+	// something that ends it; serveSignals reads until then.
+	hostClosed chan struct{}
+	err        error
+}
+
+// serveSignals delivers the host's signal messages to the process group of
+// the command, whose process id is pid, until the host closes the
+// connection or breaks the protocol.
+func (l consoleLink) serveSignals(pid int, logger *slog.Logger) {
+	defer close(l.hostClosed)
+	for {
+		m, err := readMessage(l.reader)
+		if err != nil {
+			return
+		}
+		sig, ok := m.(*SignalMsg)
+		if !ok || sig.ID != ConsoleID {
+			logger.Warn("the host sent a message the console connection does not take; closing it", "type", m.MessageType())
+			_ = l.session.Close()
+			return
+		}
+		number, ok := signalNumber(sig.Signal)
+		if !ok {
+			logger.Warn("signal from the host not supported", "signal", sig.Signal)
+			continue
+		}
+		// The command leads a session of its own, so its process group
+		// id is its pid.
+		if err := syscall.Kill(-pid, syscall.Signal(number)); err != nil {
+			logger.Info("signal console command", "signal", sig.Signal, "err", err)
+		}
+	}
 }
 
 // connectConsole dials the host and exchanges hello messages.
@@ -166,7 +204,7 @@ func connectConsole(ctx context.Context, dial func(context.Context) (net.Conn, e
 		_ = session.Close()
 		return consoleLink{err: fmt.Errorf("wait for the host's control stream: %w", err)}
 	}
-	link := consoleLink{session: session, control: control, reader: bufio.NewReader(control)}
+	link := consoleLink{session: session, control: control, reader: bufio.NewReader(control), hostClosed: make(chan struct{})}
 	if err := link.write(&HelloMsg{Version: ProtocolVersion, Software: software}, time.Now().Add(controlWriteTimeout)); err != nil {
 		_ = session.Close()
 		return consoleLink{err: err}
@@ -223,12 +261,13 @@ func (l consoleLink) report(status ExitStatus, deadline time.Time) error {
 	if err != nil {
 		return err
 	}
-	// The host sends nothing more on this connection. Whatever it sends
-	// ends the wait as its close does.
-	_ = l.control.SetReadDeadline(deadline)
-	_, err = readMessage(l.reader)
-	if errors.Is(err, yamux.ErrTimeout) {
-		return fmt.Errorf("the host did not close the connection within the report timeout; the report may be lost: %w", err)
+	// serveSignals reads until the host closes the connection.
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-l.hostClosed:
+		return nil
+	case <-timer.C:
+		return errors.New("the host did not close the connection within the report timeout; the report may be lost")
 	}
-	return nil
 }

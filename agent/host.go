@@ -380,6 +380,18 @@ func (c *Client) ConsoleExit(ctx context.Context) (ExitStatus, error) {
 	}
 }
 
+// SignalConsole sends signal name, without "SIG", to the process group of
+// the command that an agent started with --exec runs on the console.
+func (c *Client) SignalConsole(name string) error {
+	if !SupportedSignal(name) {
+		return fmt.Errorf("agent: signal console command: unsupported signal %s; use one of %s", quote(name, MaxSignalNameSize), supportedSignalList())
+	}
+	if err := c.send(&SignalMsg{ID: ConsoleID, Signal: name}); err != nil {
+		return fmt.Errorf("agent: signal console command: %w", err)
+	}
+	return nil
+}
+
 // endStream ends the data stream of a process whose exit arrived. Input can
 // no longer reach the process, so the write half is closed, which keeps the
 // output that is still buffered readable.

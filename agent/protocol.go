@@ -132,10 +132,12 @@
 //     So when the rootfs has the agent, the workload is the agent started
 //     with --exec: it runs the command as its child on the console, dials
 //     the host and, once the child has ended, sends one exit with id 0 and
-//     the exact status and signal. The host opens no stream and sends
-//     nothing after hello on such a connection, and the agent accepts no
-//     requests on it. The agent then exits with the child's status, so the
-//     VM's status still tells the code when the report is lost.
+//     the exact status and signal. The host opens no stream on such a
+//     connection, and after hello sends only signal with id 0, which the
+//     agent delivers to the child's process group, as sshd delivers a
+//     signal request to a command without a PTY; the agent accepts no
+//     other request there. The agent then exits with the child's status,
+//     so the VM's status still tells the code when the report is lost.
 //   - error reports a request that failed. For a running process it changes
 //     nothing else, and exit still follows.
 //   - Either side may close the connection at any time. The agent then
@@ -421,7 +423,11 @@ func (w *wireMessage) message() (Message, error) {
 			Cols: uint32(f.integer("cols", w.Cols, 0, MaxDimension, true)),
 		}
 	case TypeSignal:
-		m = &SignalMsg{ID: f.id(w.ID), Signal: f.text("signal", w.Signal, true)}
+		m = &SignalMsg{
+			// Id 0 is the console command.
+			ID:     uint32(f.integer("id", w.ID, 0, math.MaxUint32, true)),
+			Signal: f.text("signal", w.Signal, true),
+		}
 	case TypeExit:
 		m = &ExitMsg{
 			// Id 0 is the console report.

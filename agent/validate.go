@@ -80,9 +80,7 @@ func (m *ResizeMsg) validate() error {
 }
 
 func (m *SignalMsg) validate() error {
-	if err := checkID(m.ID); err != nil {
-		return err
-	}
+	// Every id is valid here, because id 0 is the console command.
 	return checkSignalName(m.Signal)
 }
 

@@ -94,8 +94,13 @@ func routeConsole(s ssh.Session, guest *Guest) {
 	if guest.agentListener != nil {
 		reportCtx, cancelReport := context.WithCancel(s.Context())
 		defer cancelReport()
-		report = awaitConsoleReport(reportCtx, guest.agentListener, logger)
+		signals := &consoleSignals{}
+		report = awaitConsoleReport(reportCtx, guest.agentListener, signals, logger)
+		stopSignals := forwardSignals(s, signals.signal, logger)
+		defer stopSignals()
 	}
+	// NOTE: without the guest agent, signal requests are dropped: the VM
+	// process could pass on only SIGINT, and only to the shell.
 
 	// Nothing waits for this copy, because a command that does not read
 	// stdin must still finish and the client may never send end of file.
@@ -154,9 +159,10 @@ type consoleReport struct {
 	err    error
 }
 
-// awaitConsoleReport accepts the guest agent of a console session and
-// waits for its exit report, until ctx ends. It closes ln when it returns.
-func awaitConsoleReport(ctx context.Context, ln net.Listener, logger *slog.Logger) <-chan consoleReport {
+// awaitConsoleReport accepts the guest agent of a console session, hands
+// it to signals, and waits for its exit report, until ctx ends. It closes
+// ln when it returns.
+func awaitConsoleReport(ctx context.Context, ln net.Listener, signals *consoleSignals, logger *slog.Logger) <-chan consoleReport {
 	report := make(chan consoleReport, 1)
 	// Closing the listener ends the Accept below once ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
@@ -174,6 +180,7 @@ func awaitConsoleReport(ctx context.Context, ln net.Listener, logger *slog.Logge
 			return
 		}
 		observeGuestReady(ctx)
+		signals.connected(client, logger)
 		status, err := client.ConsoleExit(ctx)
 		// The agent exits once the host closes the connection.
 		_ = client.Close()
@@ -295,7 +302,7 @@ func routePTY(s ssh.Session, guest *Guest) {
 	stopWindows := make(chan struct{})
 	defer close(stopWindows)
 	go forwardWindowChanges(state, proc, stopWindows, logger)
-	stopSignals := forwardSignals(s, proc, logger)
+	stopSignals := forwardSignals(s, proc.Signal, logger)
 	defer stopSignals()
 
 	relayProcess(s, proc, "the connection to the guest agent was lost before the command finished")
@@ -479,9 +486,9 @@ func forwardWindowChanges(state *ptyState, proc *agent.Process, stop <-chan stru
 	}
 }
 
-// forwardSignals passes the client's signal requests to the guest process.
-// Call the returned function to stop.
-func forwardSignals(s ssh.Session, proc *agent.Process, logger *slog.Logger) (stop func()) {
+// forwardSignals passes the client's signal requests to signal, which
+// delivers them in the guest. Call the returned function to stop.
+func forwardSignals(s ssh.Session, signal func(name string) error, logger *slog.Logger) (stop func()) {
 	signals := make(chan ssh.Signal, 16)
 	done := make(chan struct{})
 	s.Signals(signals)
@@ -490,7 +497,7 @@ func forwardSignals(s ssh.Session, proc *agent.Process, logger *slog.Logger) (st
 			select {
 			case sig := <-signals:
 				logger.Debug("forward signal", "signal", string(sig))
-				if err := proc.Signal(string(sig)); err != nil {
+				if err := signal(string(sig)); err != nil {
 					logger.Info("forward signal", "signal", string(sig), "err", err)
 				}
 			case <-done:
@@ -504,6 +511,46 @@ func forwardSignals(s ssh.Session, proc *agent.Process, logger *slog.Logger) (st
 		s.Signals(nil)
 		close(done)
 	}
+}
+
+// consoleSignals delivers signal requests to a console command through
+// the guest agent that runs it, once that agent has connected. Signals
+// that arrive before hold until then, up to maxPendingSignals.
+type consoleSignals struct {
+	mu      sync.Mutex
+	client  *agent.Client
+	pending []string
+}
+
+// maxPendingSignals bounds the signal requests held for an agent that has
+// not connected yet; a client can send them without limit.
+const maxPendingSignals = 16
+
+func (c *consoleSignals) signal(name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.client == nil {
+		if len(c.pending) >= maxPendingSignals {
+			return fmt.Errorf("%d signals already wait for the guest agent", maxPendingSignals)
+		}
+		c.pending = append(c.pending, name)
+		return nil
+	}
+	return c.client.SignalConsole(name)
+}
+
+// connected delivers the held signals through client and the later ones
+// as they come.
+func (c *consoleSignals) connected(client *agent.Client, logger *slog.Logger) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.client = client
+	for _, name := range c.pending {
+		if err := client.SignalConsole(name); err != nil {
+			logger.Info("forward signal", "signal", name, "err", err)
+		}
+	}
+	c.pending = nil
 }
 
 // maxTermBytes is the guest agent's limit on TERM.

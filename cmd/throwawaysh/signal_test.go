@@ -1,7 +1,12 @@
 package main
 
 import (
+	"io"
+	"strings"
 	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/throwawaysh/throwawaysh/internal/krtest"
 )
@@ -65,5 +70,100 @@ func TestConsoleSignalWithoutAgentKeepsStatus(t *testing.T) {
 	}
 	if exitErr.Signal() != "" {
 		t.Errorf("signal = %q, want none: without the agent only the VM status is known", exitErr.Signal())
+	}
+}
+
+// A signal request in a session without a PTY reaches the command's whole
+// process group, as with sshd: a trap runs, and TERM ends every process of
+// a pipeline.
+func TestConsoleSignalRequestReachesCommand(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
+
+		t.Run("trap", func(t *testing.T) {
+			session := srv.goSession(t)
+			stdout, err := session.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := session.Start(`trap 'echo got-INT; exit 7' INT; echo ready; while true; do sleep 0.1; done`); err != nil {
+				t.Fatal(err)
+			}
+			output := readUntil(t, stdout, "ready\n")
+			if err := session.Signal(gossh.SIGINT); err != nil {
+				t.Fatal(err)
+			}
+			output += readUntil(t, stdout, "got-INT\n")
+			if status := exitStatusOf(t, waitSession(t, session)); status != 7 {
+				t.Errorf("exit status = %d, want 7 from the trap; output %q", status, output)
+			}
+		})
+
+		t.Run("pipeline", func(t *testing.T) {
+			session := srv.goSession(t)
+			stdout, err := session.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sleep := uniqueSleep(t, 80)
+			if err := session.Start("echo ready; " + sleep + " | cat"); err != nil {
+				t.Fatal(err)
+			}
+			readUntil(t, stdout, "ready\n")
+			if b.name == "testlauncher" {
+				waitForProcess(t, sleep)
+			}
+			if err := session.Signal(gossh.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			exitErr := exitErrorOf(t, waitSession(t, session))
+			if exitErr.Signal() != "TERM" {
+				t.Errorf("signal = %q (status %d), want TERM", exitErr.Signal(), exitErr.ExitStatus())
+			}
+			if b.name == "testlauncher" {
+				waitNoProcesses(t, sleep)
+			}
+		})
+	})
+}
+
+// readUntil reads r until the text read ends with want, and returns it.
+func readUntil(t *testing.T, r io.Reader, want string) string {
+	t.Helper()
+	result := make(chan string, 1)
+	go func() {
+		var got []byte
+		buf := make([]byte, 1)
+		for !strings.HasSuffix(string(got), want) {
+			if _, err := r.Read(buf); err != nil {
+				break
+			}
+			got = append(got, buf[0])
+		}
+		result <- string(got)
+	}()
+	select {
+	case got := <-result:
+		if !strings.HasSuffix(got, want) {
+			t.Fatalf("output %q ended before %q", got, want)
+		}
+		return got
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no %q in the output within 30s", want)
+		return ""
+	}
+}
+
+// waitSession waits for session to end, failing the test after 30 seconds.
+func waitSession(t *testing.T, session *gossh.Session) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- session.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("the session did not end within 30s")
+		return nil
 	}
 }
