@@ -183,7 +183,12 @@ func ExampleGuestFrom() {
 func ExampleGuest_Agent() {
 	prepare := func(next ssh.Handler) ssh.Handler {
 		return func(s ssh.Session) {
-			guest, _ := middleware.GuestFrom(s.Context())
+			guest, ok := middleware.GuestFrom(s.Context())
+			if !ok {
+				// No VM middleware before this one: Route reports that.
+				next(s)
+				return
+			}
 			if client, err := guest.Agent(); err == nil {
 				ctx, cancel := context.WithTimeout(s.Context(), 10*time.Second)
 				defer cancel()

@@ -87,6 +87,17 @@ func finish(s ssh.Session, r Result) {
 	sendResult(s, r)
 }
 
+// EndSession ends session s with status, for a handler of an embedding app
+// that stands between VM and Route and decides that the session must not
+// go on: the client gets "throwawaysh: " and userMessage as one line on
+// stderr, then the status, end of file and close, and the session's log
+// gets err. Do not call Route's handler after it. userMessage must not
+// reveal host details; status should be the command's or one of the
+// reserved Exit statuses.
+func EndSession(s ssh.Session, status int, err error, userMessage string) {
+	fail(s, status, err, userMessage)
+}
+
 // fail sends the client the reason the session failed, in one line on stderr, and
 // ends it with status. The log line for the same failure carries err. A
 // session that a Tracker stopped or the Timeout middleware ended reports

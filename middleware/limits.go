@@ -78,6 +78,7 @@ func Limit(opts ...LimitOption) wish.Middleware {
 	return func(next ssh.Handler) ssh.Handler {
 		return func(s ssh.Session) {
 			s = SessionContext(s)
+			warnAfterVM(s, "Limit", "rejected sessions boot a VM first")
 			ip := clientIP(s.RemoteAddr())
 			connection := connectionKey(s)
 

@@ -27,6 +27,9 @@ func Logging(logger *slog.Logger) wish.Middleware {
 		return func(s ssh.Session) {
 			s = SessionContext(s)
 			ctx := s.Context()
+			if _, ok := GuestFrom(ctx); ok {
+				logger.Error("misconfigured chain: Logging runs after VM, so the VM's log lines are lost; list Logging after VM in the chain, since the last one listed runs first")
+			}
 			phases := sessionPhasesOf(s)
 
 			id := newSessionID()

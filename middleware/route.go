@@ -258,6 +258,11 @@ func routePTY(s ssh.Session, guest *Guest) {
 	}
 	state := ptyStateOf(s)
 	if state == nil {
+		// RawPTY forgets a session's pty-req once its channel closes, which
+		// a client that left during the boot has done.
+		if clientGone(s, -1) {
+			return
+		}
 		fail(s, ExitVMFailed, errors.New("route: no pty-req recorded; add the middleware.RawPTY server option"),
 			"the server is misconfigured; tell the operator")
 		return

@@ -69,6 +69,7 @@ func (t *Tracker) Middleware() wish.Middleware {
 	return func(next ssh.Handler) ssh.Handler {
 		return func(s ssh.Session) {
 			s = SessionContext(s)
+			warnAfterVM(s, "Tracker.Middleware", "Shutdown can return before the VM is gone")
 			entry := &trackedSession{session: s, done: make(chan struct{})}
 
 			t.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -168,6 +169,11 @@ func VM(launcher krun.Launcher, opts ...VMOption) wish.Middleware {
 	return func(next ssh.Handler) ssh.Handler {
 		return func(s ssh.Session) {
 			s = SessionContext(s)
+			if _, exists := GuestFrom(s.Context()); exists {
+				fail(s, ExitVMFailed, errors.New("VM middleware: the session has a VM already; list VM once in the chain"),
+					"the server is misconfigured; tell the operator")
+				return
+			}
 			guest, cleanup, err := bootGuest(s, launcher, cfg)
 			if err != nil {
 				var userErr *userError
@@ -179,10 +185,28 @@ func VM(launcher krun.Launcher, opts ...VMOption) wish.Middleware {
 				return
 			}
 			defer cleanup()
+			defer endUnfinished(s)
 
 			s.Context().SetValue(guestKey, guest)
 			next(s)
 		}
+	}
+}
+
+// endUnfinished ends a session that the handlers after VM left without an
+// exit status, because one of them panicked or because no Route follows
+// VM, with ExitVMFailed. The SSH library would otherwise close the channel
+// without a status, which clients report as success or as nothing at all.
+func endUnfinished(s ssh.Session) {
+	logger := Logger(s.Context())
+	if r := recover(); r != nil {
+		logger.Error("panic in a handler after the VM middleware", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		fail(s, ExitVMFailed, fmt.Errorf("panic: %v", r), "the server hit an internal error; tell the operator")
+		return
+	}
+	if _, ended := SessionResult(s.Context()); !ended {
+		fail(s, ExitVMFailed, errors.New("VM middleware: no handler after VM ended the session; put Route after VM in the chain"),
+			"the server is misconfigured; tell the operator")
 	}
 }
 
