@@ -14,9 +14,9 @@ import (
 // has max open, as OpenSSH's sshd rejects channels beyond MaxSessions. A
 // channel counts from its opening, before any shell or exec request, so
 // one connection cannot hold unbounded server memory with channels that
-// never run anything. Limit's per-connection limit, which answers a
-// session with a message and ExitCapacity, needs this cap above its own;
-// twice it is a sound choice. max of 0 or less means no cap.
+// never run anything. Limit's per-connection limit, which ends a session
+// over it with a message and ExitCapacity, needs this cap above its own,
+// for example at twice its value. max of 0 or less means no cap.
 //
 // It wraps the server's "session" channel handler, so install it after any
 // option that sets one, such as FilterRequests. A nil logger discards.

@@ -87,11 +87,11 @@ func finish(s ssh.Session, r Result) {
 	sendResult(s, r)
 }
 
-// EndSession ends session s with status, for a handler of an embedding app
-// that stands between VM and Route and decides that the session must not
-// go on: the client gets "throwawaysh: " and userMessage as one line on
-// stderr, then the status, end of file and close, and the session's log
-// gets err. Do not call Route's handler after it. userMessage must not
+// EndSession ends session s with status. It is for a handler of an
+// embedding app, placed between VM and Route, that decides that the
+// session must not go on. The client gets "throwawaysh: " and userMessage
+// as one line on stderr, then the status, end of file and close, and the
+// session's log gets err. Do not call Route's handler after it. userMessage must not
 // reveal host details; status should be the command's or one of the
 // reserved Exit statuses.
 func EndSession(s ssh.Session, status int, err error, userMessage string) {

@@ -258,8 +258,8 @@ func routePTY(s ssh.Session, guest *Guest) {
 	}
 	state := ptyStateOf(s)
 	if state == nil {
-		// RawPTY forgets a session's pty-req once its channel closes, which
-		// a client that left during the boot has done.
+		// RawPTY drops a session's pty-req once its channel closes, as
+		// the channel of a client that left during the boot has.
 		if clientGone(s, -1) {
 			return
 		}
