@@ -40,7 +40,8 @@ func confine(spec Spec) (Spec, error) {
 			break
 		}
 	}
-	jail, err := sandbox.Enter()
+	// libkrun writes its log to logFD.
+	jail, err := sandbox.Enter(logFD)
 	if err != nil {
 		return spec, fmt.Errorf("krun: confine vm process: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,12 +146,20 @@ func TestGuestCannotReadHostFile(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		got := srv.runSSH(t, sshCall{command: fmt.Sprintf("cat %[1]s; cat /proc/1/root%[1]s; cat /proc/self/root%[1]s; echo done", secret)})
+		// A descriptor of the service without close-on-exec, as one
+		// inherited from its own parent, must not reach the guest either.
+		dirFD, err := syscall.Open(filepath.Dir(secret), syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Close(dirFD)
+
+		got := srv.runSSH(t, sshCall{command: fmt.Sprintf("cat %[1]s; cat /proc/1/root%[1]s; cat /proc/self/root%[1]s; cat /proc/self/fd/%[2]d/secret; echo done", secret, dirFD)})
 		if strings.Contains(string(got.stdout), secretText) {
 			t.Fatalf("the guest read the host file %s", secret)
 		}
-		if n := strings.Count(string(got.stderr), "cat: can't open"); n != 3 {
-			t.Errorf("stderr = %q, want 3 errors from cat", got.stderr)
+		if n := strings.Count(string(got.stderr), "cat: can't open"); n != 4 {
+			t.Errorf("stderr = %q, want 4 errors from cat", got.stderr)
 		}
 		if !strings.Contains(string(got.stdout), "done") {
 			t.Errorf("stdout = %q, want the command to finish", got.stdout)

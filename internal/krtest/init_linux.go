@@ -21,7 +21,9 @@ import (
 )
 
 func runInit() int {
-	data, err := io.ReadAll(io.LimitReader(os.NewFile(3, "spec"), 64<<20))
+	specFile := os.NewFile(3, "spec")
+	data, err := io.ReadAll(io.LimitReader(specFile, 64<<20))
+	_ = specFile.Close()
 	if err != nil {
 		return initFailed("read spec: %v", err)
 	}

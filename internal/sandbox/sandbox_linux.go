@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 
@@ -19,6 +20,8 @@ import (
 // IDBase to IDBase+65535 on the host. The range sits far above the ids
 // that systems give to users and to their subordinate ranges
 // (/etc/subuid starts at 100000 by default), so no host account owns it.
+// NOTE: every VM process gets the same range; only their separate PID
+// namespaces keep them from signalling or tracing one another.
 const IDBase = 0x60000000
 
 // idRange is the number of ids mapped for a VM process started by root.
@@ -237,9 +240,17 @@ func (l *Launch) Close() {
 // nosuid, so a device node or set-user-ID file that the guest creates, or
 // that the rootfs contains, cannot be used on the host. After the switch
 // the jail's own root mount is read-only: only the overlay takes writes.
-func Enter() (*Jail, error) {
+//
+// Enter first closes every file descriptor above 2 that neither the plan
+// nor keep names, so that nothing the launcher inherited from its own
+// parent, such as an open directory, reaches the jail.
+func Enter(keep ...int) (*Jail, error) {
 	p, err := readPlan()
 	if err != nil {
+		return nil, err
+	}
+	planned := append([]int{p.ReadyFD, p.RootFD}, p.SocketFDs...)
+	if err := closeOtherFiles(append(planned, keep...)); err != nil {
 		return nil, err
 	}
 	if err := checkPrivateMounts(p.HostMounts); err != nil {
@@ -354,6 +365,37 @@ func readPlan() (plan, error) {
 		return p, fmt.Errorf("sandbox: jail plan: disk size %d MiB out of range", p.DiskMiB)
 	}
 	return p, nil
+}
+
+// runtimeFiles are the kinds of descriptors that the Go runtime opens for
+// itself, as /proc/self/fd shows them; closing one would break it.
+var runtimeFiles = []string{"anon_inode:[eventpoll]", "anon_inode:[eventfd]", "anon_inode:[pidfd]"}
+
+// closeOtherFiles closes every descriptor above 2 except those in keep and
+// those of the Go runtime.
+func closeOtherFiles(keep []int) error {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("sandbox: list open files: %w", err)
+	}
+	for _, entry := range entries {
+		fd, err := strconv.Atoi(entry.Name())
+		if err != nil || fd <= 2 || slices.Contains(keep, fd) {
+			continue
+		}
+		target, err := os.Readlink("/proc/self/fd/" + entry.Name())
+		if err != nil {
+			// The descriptor of the listing itself, closed by now.
+			continue
+		}
+		if slices.Contains(runtimeFiles, target) {
+			continue
+		}
+		if err := unix.Close(fd); err != nil && !errors.Is(err, unix.EBADF) {
+			return fmt.Errorf("sandbox: close inherited descriptor %d (%s): %w", fd, target, err)
+		}
+	}
+	return nil
 }
 
 // checkPrivateMounts returns an error unless the process runs in mount and

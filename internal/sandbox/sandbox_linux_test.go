@@ -35,6 +35,8 @@ type probeReport struct {
 	DropError       string
 	HostUID         string // the process's uid on the host, from its uid_map
 	NamespaceUID    int
+	InheritedFile   string // fcntl on the descriptor inherited past Prepare
+
 	ReadRootfs      string // must work: the guest root is in the jail
 	ReadSecret      string
 	ReadSecretProc1 string
@@ -79,6 +81,8 @@ func runProbe(encoded string) {
 		return
 	}
 	report.DropError = errText(DropCapabilities())
+	_, err = unix.FcntlInt(3, unix.F_GETFD, 0)
+	report.InheritedFile = errText(err)
 	report.NamespaceUID = os.Getuid()
 	if data, err := os.ReadFile("/proc/self/uid_map"); err == nil {
 		if fields := strings.Fields(string(data)); len(fields) >= 2 {
@@ -176,6 +180,13 @@ func startProbe(t *testing.T, cfg Config, req probeRequest) probeReport {
 	// process's own /proc/self/exe reaches it without a path walk.
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Env = []string{probeEnv + "=" + string(encoded)}
+	// A host directory the launcher passes on by mistake, as fd 3.
+	inherited, err := os.Open(filepath.Dir(req.HostSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inherited.Close()
+	cmd.ExtraFiles = []*os.File{inherited}
 	launch, err := Prepare(cmd, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -259,6 +270,9 @@ func TestJailConfinesVMProcess(t *testing.T) {
 	}
 	if report.DropError != "" {
 		t.Fatalf("DropCapabilities: %s", report.DropError)
+	}
+	if !strings.Contains(report.InheritedFile, "bad file descriptor") {
+		t.Errorf("a host directory inherited as fd 3 is still open in the jail (fcntl: %q)", report.InheritedFile)
 	}
 	if report.NamespaceUID != 0 {
 		t.Errorf("uid in the jail = %d, want 0, the namespace's root", report.NamespaceUID)
