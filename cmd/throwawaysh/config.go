@@ -360,6 +360,23 @@ func (c *config) resolveLimits() error {
 	return nil
 }
 
+// warnings returns a sentence for each setting that is valid but has no
+// effect because another one is stricter, so an operator who raised the
+// first learns why nothing changed.
+func (c config) warnings() []string {
+	var warnings []string
+	if c.PerSourceMaxStartups > c.MaxStartups {
+		warnings = append(warnings, fmt.Sprintf("--per-source-max-startups %d is above --max-startups %d, which caps every source too", c.PerSourceMaxStartups, c.MaxStartups))
+	}
+	if c.MaxSessions > 0 && c.MaxSessionsPerIP > c.MaxSessions {
+		warnings = append(warnings, fmt.Sprintf("--max-sessions-per-ip %d is above --max-sessions %d, which caps every client address too", c.MaxSessionsPerIP, c.MaxSessions))
+	}
+	if c.MaxSessions > 0 && c.MaxSessionsPerConnection > c.MaxSessions {
+		warnings = append(warnings, fmt.Sprintf("--max-sessions-per-connection %d is above --max-sessions %d, which caps every connection too", c.MaxSessionsPerConnection, c.MaxSessions))
+	}
+	return warnings
+}
+
 // validate checks every value and returns the first problem, naming the
 // flag, its variable, the value and what is accepted.
 func (c config) validate() error {

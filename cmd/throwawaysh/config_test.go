@@ -579,3 +579,26 @@ func TestConfigLimitFlagWinsOverInvalidVariable(t *testing.T) {
 		t.Errorf("keepalive count max = %d, want the default 3 for an empty variable", cfg.KeepaliveCountMax)
 	}
 }
+
+func TestConfigWarnsAboutIneffectiveLimits(t *testing.T) {
+	clearConfigEnv(t)
+	root := krtest.Rootfs(t, false)
+	cfg, _, err := parseConfig([]string{"--rootfs", root}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.warnings(); len(got) != 0 {
+		t.Errorf("defaults give warnings %q, want none", got)
+	}
+
+	cfg, _, err = parseConfig([]string{"--rootfs", root, "--max-startups", "5", "--max-sessions", "4"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatalf("limits stricter than their per-source or per-address ones must be accepted: %v", err)
+	}
+	got := strings.Join(cfg.warnings(), "\n")
+	for _, want := range []string{"--per-source-max-startups 10 is above --max-startups 5", "--max-sessions-per-ip 8 is above --max-sessions 4", "--max-sessions-per-connection 10 is above --max-sessions 4"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("warnings %q lack %q", got, want)
+		}
+	}
+}

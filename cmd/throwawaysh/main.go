@@ -115,6 +115,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if cfg.GuestNetwork == "tsi" {
 		logger.Warn("guest network on: every guest reaches what the host reaches, host loopback included")
 	}
+	for _, warning := range cfg.warnings() {
+		logger.Warn(warning)
+	}
 	logger.Info("server start", "addr", ln.Addr().String(), "version", version, "libkrun", lib.Path(), "rootfs", cfg.Rootfs, "runtime_dir", cfg.RuntimeDir)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
