@@ -31,11 +31,11 @@ type probeRequest struct {
 
 // probeReport holds the error text of each attempt, or "" when it worked.
 type probeReport struct {
-	EnterError      string
-	DropError       string
-	HostUID         string // the process's uid on the host, from its uid_map
-	NamespaceUID    int
-	InheritedFile   string // fcntl on the descriptor inherited past Prepare
+	EnterError    string
+	DropError     string
+	HostUID       string // the process's uid on the host, from its uid_map
+	NamespaceUID  int
+	InheritedFile string // fcntl on the descriptor inherited past Prepare
 
 	ReadRootfs      string // must work: the guest root is in the jail
 	ReadSecret      string
