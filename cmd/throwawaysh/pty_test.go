@@ -92,7 +92,8 @@ func (c *terminalClient) send(s string) {
 	}
 }
 
-// wait waits for the client to exit and returns its status.
+// wait waits for the client to exit and for its last output to be read,
+// and returns its status.
 func (c *terminalClient) wait() int {
 	c.t.Helper()
 	exited := make(chan error, 1)
@@ -101,6 +102,13 @@ func (c *terminalClient) wait() int {
 	case <-exited:
 	case <-time.After(30 * time.Second):
 		c.t.Fatalf("ssh did not exit; output: %q", c.Output())
+	}
+	// The terminal may still hold what the client wrote last; the reader
+	// ends once it has read that and the terminal has closed.
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		c.t.Logf("terminal output not at end of file 5s after ssh exited")
 	}
 	return c.cmd.ProcessState.ExitCode()
 }
