@@ -491,30 +491,62 @@ func forwardWindowChanges(state *ptyState, proc *agent.Process, stop <-chan stru
 	}
 }
 
+// signalChannelSize holds more signals than the 128 that the SSH library
+// keeps from before the handler registers: it hands those over from a
+// goroutine of its own, which must never block.
+const signalChannelSize = 256
+
 // forwardSignals passes the client's signal requests to signal, which
 // delivers them in the guest. Call the returned function to stop.
+//
+// The channel stays registered for the session's life. The SSH library
+// reads the registered channel without its lock while it hands over the
+// early signals, so setting another (or nil) could leave that goroutine
+// blocked for good; after stop the requests are read and dropped until
+// they pause for drainIdle.
 func forwardSignals(s ssh.Session, signal func(name string) error, logger *slog.Logger) (stop func()) {
-	signals := make(chan ssh.Signal, 16)
-	done := make(chan struct{})
+	signals := make(chan ssh.Signal, signalChannelSize)
+	stopped := make(chan struct{})
+	done := s.Context().Done()
 	s.Signals(signals)
 	go func() {
 		for {
 			select {
 			case sig := <-signals:
-				logger.Debug("forward signal", "signal", string(sig))
+				// Debug, because a client can send signal requests
+				// without limit, with names up to a packet long.
 				if err := signal(string(sig)); err != nil {
-					logger.Info("forward signal", "signal", string(sig), "err", err)
+					logger.Debug("forward signal", "signal", logSafe(string(sig)), "err", err)
 				}
+			case <-stopped:
+				drainSignals(signals, done)
+				return
 			case <-done:
 				return
 			}
 		}
 	}()
-	return func() {
-		// Unregister first: the SSH library sends on the channel while it
-		// holds the session's lock and would block on a full one.
-		s.Signals(nil)
-		close(done)
+	var once sync.Once
+	return func() { once.Do(func() { close(stopped) }) }
+}
+
+// drainIdle is how long drainSignals waits for another signal request.
+const drainIdle = time.Second
+
+// drainSignals reads and drops signals until none arrives for drainIdle
+// or done is closed.
+func drainSignals(signals <-chan ssh.Signal, done <-chan struct{}) {
+	idle := time.NewTimer(drainIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case <-signals:
+			idle.Reset(drainIdle)
+		case <-idle.C:
+			return
+		case <-done:
+			return
+		}
 	}
 }
 
@@ -552,7 +584,7 @@ func (c *consoleSignals) connected(client *agent.Client, logger *slog.Logger) {
 	c.client = client
 	for _, name := range c.pending {
 		if err := client.SignalConsole(name); err != nil {
-			logger.Info("forward signal", "signal", name, "err", err)
+			logger.Debug("forward signal", "signal", logSafe(name), "err", err)
 		}
 	}
 	c.pending = nil

@@ -49,8 +49,13 @@ func TestTryServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer runtimeDir.Close()
+	metrics, stopMetrics, err := startMetrics(cfg.MetricsAddr, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopMetrics()
 	sessions := middleware.NewTracker()
-	srv, err := newServer(cfg, &krtest.Launcher{}, sessions, logger)
+	srv, err := newServerWithMetrics(cfg, &krtest.Launcher{}, sessions, metrics, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
