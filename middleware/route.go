@@ -74,7 +74,11 @@ func killOnDisconnect(s ssh.Session, vm krun.VM) (stop func()) {
 	go func() {
 		select {
 		case <-s.Context().Done():
-			Logger(s.Context()).Info("client disconnected; killing vm")
+			// A client may close its connection as soon as it has the
+			// exit status, before the handler returns.
+			if _, ended := SessionResult(s.Context()); !ended {
+				Logger(s.Context()).Info("client disconnected; killing vm")
+			}
 			_ = vm.Kill()
 		case <-done:
 		}
