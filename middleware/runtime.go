@@ -30,7 +30,7 @@ const (
 const staleVMTimeout = 5 * time.Second
 
 // RuntimeDir is a directory that holds the per-session directories of one
-// server (sockets, jail mountpoints, VM process ids). Open it with
+// server (agent sockets, VM process ids). Open it with
 // OpenRuntimeDir and pass its Path to WithRuntimeDir.
 type RuntimeDir struct {
 	path string

@@ -42,7 +42,7 @@ type config struct {
 	AllowPasswordlessFlag *bool    `name:"allow-passwordless" help:"Accept any user without a password (SSH 'none' authentication). Variable: SSH_ALLOW_PASSWORDLESS."`
 	LogLevel              string   `name:"log-level" env:"SSH_LOG_LEVEL" default:"info" help:"Log level: debug, info, warn or error."`
 	LogFormat             string   `name:"log-format" env:"SSH_LOG_FORMAT" default:"text" help:"Log format: text or json."`
-	RuntimeDir            string   `name:"runtime-dir" env:"SSH_RUNTIME_DIR" placeholder:"DIR" help:"Directory for per-session sockets and mountpoints, cleaned at start after a crash (default /run/throwawaysh for root, else $XDG_RUNTIME_DIR/throwawaysh or the temporary directory)."`
+	RuntimeDir            string   `name:"runtime-dir" env:"SSH_RUNTIME_DIR" placeholder:"DIR" help:"Directory for per-session agent sockets and VM process ids, cleaned at start after a crash (default /run/throwawaysh for root, else $XDG_RUNTIME_DIR/throwawaysh or the temporary directory)."`
 	AcceptEnv             []string `name:"accept-env" env:"SSH_ACCEPT_ENV" sep:"," placeholder:"NAME" help:"Environment variables a client may send into the guest, beside LANG, LC_*, TZ and COLORTERM; shell patterns allowed. LD_* is never accepted."`
 	GuestNetwork          string   `name:"guest-network" env:"SSH_GUEST_NETWORK" default:"off" help:"Guest networking: off, or tsi, which gives every guest the host's network reach, host loopback included."`
 

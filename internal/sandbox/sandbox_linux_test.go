@@ -342,11 +342,11 @@ func TestEnterRejectsSharedMountNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv(planEnv, `{"HostMounts":"`+self+`","DiskMiB":1,"RootFD":-1,"MountpointFD":-1,"ReadyFD":-1}`)
+	t.Setenv(planEnv, `{"HostMounts":"`+self+`","DiskMiB":1,"RootFD":-1,"ReadyFD":-1}`)
 	if _, err := Enter(); err == nil || !strings.Contains(err.Error(), "shares its launcher's mount namespace") {
 		t.Errorf("Enter in the launcher's namespace: err = %v, want a refusal", err)
 	}
-	t.Setenv(planEnv, `{"HostMounts":"0:0","DiskMiB":1,"RootFD":-1,"MountpointFD":-1,"ReadyFD":-1}`)
+	t.Setenv(planEnv, `{"HostMounts":"0:0","DiskMiB":1,"RootFD":-1,"ReadyFD":-1}`)
 	if _, err := Enter(); err == nil || !strings.Contains(err.Error(), "not PID 1") {
 		t.Errorf("Enter outside a PID namespace: err = %v, want a refusal", err)
 	}
