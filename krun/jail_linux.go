@@ -10,8 +10,9 @@ import (
 	"github.com/throwawaysh/throwawaysh/internal/sandbox"
 )
 
-// kvmDevice is the only device node a VM process opens.
-const kvmDevice = "/dev/kvm"
+// vmDevices are the device nodes a VM process may open: /dev/kvm, and
+// /dev/null, which programs open for stdio they do not use.
+var vmDevices = []string{"/dev/kvm", "/dev/null"}
 
 // kernelLibraries are the sonames under which libkrun loads the guest
 // kernel library, newest first.
@@ -56,7 +57,7 @@ func jailConfig(spec Spec) sandbox.Config {
 	cfg := sandbox.Config{
 		Root:    spec.Root,
 		DiskMiB: spec.withDefaults().DiskMiB,
-		Devices: []string{kvmDevice},
+		Devices: vmDevices,
 		Network: spec.Network,
 	}
 	for _, port := range spec.VsockPorts {

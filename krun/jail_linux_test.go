@@ -25,8 +25,8 @@ func TestJailConfigFromSpec(t *testing.T) {
 	if want := []string{"/run/t/s1/agent.sock", "/run/t/s1/other.sock"}; !slices.Equal(cfg.Sockets, want) {
 		t.Errorf("sockets = %v, want %v", cfg.Sockets, want)
 	}
-	if !slices.Equal(cfg.Devices, []string{"/dev/kvm"}) {
-		t.Errorf("devices = %v, want only /dev/kvm", cfg.Devices)
+	if !slices.Equal(cfg.Devices, []string{"/dev/kvm", "/dev/null"}) {
+		t.Errorf("devices = %v, want only /dev/kvm and /dev/null", cfg.Devices)
 	}
 	spec.DiskMiB = 64
 	if got := jailConfig(spec).DiskMiB; got != 64 {
