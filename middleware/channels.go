@@ -31,16 +31,7 @@ func LimitSessionChannels(max int, logger *slog.Logger) ssh.Option {
 		if max <= 0 {
 			return nil
 		}
-		if srv.ChannelHandlers == nil {
-			srv.ChannelHandlers = map[string]ssh.ChannelHandler{}
-			for name, handler := range ssh.DefaultChannelHandlers {
-				srv.ChannelHandlers[name] = handler
-			}
-		}
-		next := srv.ChannelHandlers["session"]
-		if next == nil {
-			next = ssh.DefaultSessionHandler
-		}
+		next := sessionChannelHandler(srv)
 		srv.ChannelHandlers["session"] = func(srv *ssh.Server, conn *gossh.ServerConn, newChan gossh.NewChannel, ctx ssh.Context) {
 			mu.Lock()
 			full := open[conn] >= max

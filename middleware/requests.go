@@ -54,16 +54,7 @@ func FilterRequests(acceptEnv []string, logger *slog.Logger) ssh.Option {
 	}
 	filter := &requestFilter{acceptEnv: acceptEnv, logger: logger}
 	return func(srv *ssh.Server) error {
-		if srv.ChannelHandlers == nil {
-			srv.ChannelHandlers = map[string]ssh.ChannelHandler{}
-			for name, handler := range ssh.DefaultChannelHandlers {
-				srv.ChannelHandlers[name] = handler
-			}
-		}
-		next := srv.ChannelHandlers["session"]
-		if next == nil {
-			next = ssh.DefaultSessionHandler
-		}
+		next := sessionChannelHandler(srv)
 		srv.ChannelHandlers["session"] = func(srv *ssh.Server, conn *gossh.ServerConn, newChan gossh.NewChannel, ctx ssh.Context) {
 			next(srv, conn, &filteredChannel{NewChannel: newChan, filter: filter, remote: conn.RemoteAddr().String()}, ctx)
 		}
@@ -159,4 +150,20 @@ func (f *requestFilter) rejectEnv(name, value string) string {
 		}
 	}
 	return "env " + name + " is not accepted"
+}
+
+// sessionChannelHandler returns the server's current "session" channel
+// handler, for an option that wraps it, after filling srv.ChannelHandlers
+// with the SSH library's defaults if no option has set it yet.
+func sessionChannelHandler(srv *ssh.Server) ssh.ChannelHandler {
+	if srv.ChannelHandlers == nil {
+		srv.ChannelHandlers = map[string]ssh.ChannelHandler{}
+		for name, handler := range ssh.DefaultChannelHandlers {
+			srv.ChannelHandlers[name] = handler
+		}
+	}
+	if next := srv.ChannelHandlers["session"]; next != nil {
+		return next
+	}
+	return ssh.DefaultSessionHandler
 }
