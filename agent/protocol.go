@@ -133,9 +133,9 @@
 //     with --exec: it runs the command as its child on the console, dials
 //     the host and, once the child has ended, sends one exit with id 0 and
 //     the exact status and signal. The host opens no stream on such a
-//     connection, and after hello sends only signal with id 0, which the
+//     connection. After hello it sends only signal with id 0, which the
 //     agent delivers to the child's process group, as sshd delivers a
-//     signal request to a command without a PTY; the agent accepts no
+//     signal request to a command without a PTY. The agent accepts no
 //     other request there. The agent then exits with the child's status,
 //     so the VM's status still tells the code when the report is lost.
 //   - error reports a request that failed. For a running process it changes

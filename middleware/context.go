@@ -101,7 +101,7 @@ func Logger(ctx ssh.Context) *slog.Logger {
 var discardLogger = slog.New(slog.DiscardHandler)
 
 // warnAfterVM logs an error when the middleware named name runs after VM,
-// which breaks what consequence says.
+// with consequence, the part of its job that the order breaks.
 func warnAfterVM(s ssh.Session, name, consequence string) {
 	if _, ok := GuestFrom(s.Context()); ok {
 		Logger(s.Context()).Error("misconfigured chain: "+name+" runs after VM, so "+consequence+"; list it after VM in the chain, since the last one listed runs first", "middleware", name)

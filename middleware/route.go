@@ -495,9 +495,9 @@ func forwardWindowChanges(state *ptyState, proc *agent.Process, stop <-chan stru
 	}
 }
 
-// signalChannelSize holds more signals than the 128 that the SSH library
-// keeps from before the handler registers: it hands those over from a
-// goroutine of its own, which must never block.
+// signalChannelSize is above the 128 signals that charm.land/ssh v0.4.3
+// keeps from before the handler registers (maxSigBufSize), because it hands
+// those over from a goroutine of its own, which must never block.
 const signalChannelSize = 256
 
 // forwardSignals passes the client's signal requests to signal, which
@@ -506,8 +506,8 @@ const signalChannelSize = 256
 // The channel stays registered for the session's life. The SSH library
 // reads the registered channel without its lock while it hands over the
 // early signals, so setting another (or nil) could leave that goroutine
-// blocked for good; after stop the requests are read and dropped until
-// they pause for drainIdle.
+// blocked for good. After stop, requests are read and dropped until they
+// pause for drainIdle.
 func forwardSignals(s ssh.Session, signal func(name string) error, logger *slog.Logger) (stop func()) {
 	signals := make(chan ssh.Signal, signalChannelSize)
 	stopped := make(chan struct{})

@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// startSleeper starts a process that stands in for a VM left behind by a
-// crashed server, and reaps it when it ends.
+// startSleeper starts a process in place of a VM left behind by a crashed
+// server, and reaps it when it ends.
 func startSleeper(t *testing.T) (*exec.Cmd, <-chan struct{}) {
 	t.Helper()
 	cmd := exec.Command("sleep", "300")

@@ -115,10 +115,10 @@ const (
 // krun.Spec.Validate accepts for a unix socket path.
 const maxRuntimeDirBytes = 64
 
-// defaultRuntimeDir is the runtime directory when --runtime-dir is not set:
-// /run/throwawaysh for root, as for other system services; otherwise the
-// user's XDG runtime directory, or a directory named after the user id in
-// the temporary directory.
+// defaultRuntimeDir returns the runtime directory for an unset
+// --runtime-dir. Root gets /run/throwawaysh, as other system services do.
+// Another user gets a directory in their XDG runtime directory, or one
+// named after the user id in the temporary directory.
 func defaultRuntimeDir() string {
 	if os.Geteuid() == 0 {
 		return "/run/throwawaysh"

@@ -81,9 +81,9 @@ func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middlewa
 		},
 		middleware.RawPTY(),
 		middleware.FilterRequests(append(slices.Clone(middleware.DefaultAcceptEnv), cfg.AcceptEnv...), logger),
-		// Channels that wait for their shell or exec request count too;
-		// twice the session limit leaves room for sessions that Limit
-		// answers with its message.
+		// Channels that wait for their shell or exec request count too.
+		// Twice the session limit leaves room for the sessions that Limit
+		// ends with its message.
 		middleware.LimitSessionChannels(2*cfg.MaxSessionsPerConnection, logger),
 		wish.WithMiddleware(chain...),
 		// Subsystem requests bypass the middleware chain, so SFTP gets

@@ -64,7 +64,7 @@ func (l *Launcher) Start(ctx context.Context, spec krun.Spec) (krun.VM, error) {
 	}
 	// A jailed process started by root runs as an unprivileged user, which
 	// cannot reach the test binary through the build's private
-	// directories; its own /proc/self/exe reaches it without a path walk.
+	// directories. Its own /proc/self/exe reaches it without a path walk.
 	cmd := exec.Command("/proc/self/exe")
 	// The test binary's path as argv[0] lets tests find the VM processes.
 	if exe, err := os.Executable(); err == nil {

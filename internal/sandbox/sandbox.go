@@ -4,12 +4,12 @@
 // libkrun shares the guest root with the guest over virtio-fs and does not
 // confine that share. The "Security model" section of its README states
 // that the guest can reach other host directories through it and can fill
-// the host's disk. So the
-// VM process enters a jail before libkrun starts. Enter gives the process
-// a root of its own, a tmpfs that holds a copy-on-write overlay of the
-// guest root, the device nodes and unix sockets the VMM needs and a /proc
-// of its own PID namespace, and nothing else of the host. DropCapabilities
-// then removes the capabilities that the VMM does not need.
+// the host's disk. So the VM process enters a jail before libkrun starts.
+// Enter gives the process a root of its own: a tmpfs that holds a
+// copy-on-write overlay of the guest root, the device nodes and unix
+// sockets the VMM needs, and a /proc of its own PID namespace. Nothing else
+// of the host is in it. DropCapabilities then removes the capabilities
+// that the VMM does not need.
 //
 // The launcher sets the process up with Prepare, which puts it in new user,
 // mount, PID and IPC namespaces (and a network namespace unless the guest
@@ -52,8 +52,8 @@ const (
 
 // Config describes the jail of one VM process, for Prepare.
 type Config struct {
-	// Root is the host directory of the guest root. The guest sees it
-	// through an overlay and never writes to it.
+	// Root is the host directory of the guest root. The guest reaches it
+	// only through an overlay and never writes to it.
 	Root string
 	// DiskMiB is the size of the tmpfs, in MiB, that holds everything the
 	// guest writes. A write beyond it fails with ENOSPC in the guest.

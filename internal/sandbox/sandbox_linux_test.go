@@ -18,9 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// probeEnv makes the test binary act as a jailed VM process: it enters a
-// jail from the JSON probeRequest in the variable, tries to reach the host
-// in every way a VMM with a hostile guest might, and prints a probeReport.
+// probeEnv makes the test binary act as a jailed VM process. It enters a
+// jail, tries the attempts of the JSON probeRequest in the variable to
+// reach the host as a VMM with a hostile guest might, and prints a
+// probeReport.
 const probeEnv = "THROWAWAYSH_SANDBOX_PROBE"
 
 type probeRequest struct {
@@ -176,7 +177,7 @@ func startProbe(t *testing.T, cfg Config, req probeRequest) probeReport {
 		t.Fatal(err)
 	}
 	// A jailed process started by root runs as IDBase, which cannot reach
-	// the test binary through the build's private directories; the
+	// the test binary through the build's private directories. The
 	// process's own /proc/self/exe reaches it without a path walk.
 	cmd := exec.Command("/proc/self/exe")
 	cmd.Env = []string{probeEnv + "=" + string(encoded)}
