@@ -65,6 +65,8 @@ func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middlewa
 	}
 	options := []ssh.Option{
 		wish.WithAddress(cfg.ListenAddr),
+		// First, so that it wraps the TCP connection itself.
+		middleware.QuickAck(),
 		func(srv *ssh.Server) error {
 			srv.AddHostKey(signer)
 			// The deadline covers key exchange and authentication,

@@ -61,6 +61,7 @@ func newServer(cfg config, launcher krun.Launcher, sessions *middleware.Tracker,
 	}
 	return wish.NewServer(
 		wish.WithAddress(cfg.ListenAddr),
+		middleware.QuickAck(),
 		func(srv *ssh.Server) error {
 			srv.AddHostKey(signer)
 			srv.HandshakeTimeout = 30 * time.Second

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package middleware
+
+func setQuickAck(int) {}
