@@ -87,6 +87,9 @@ type config struct {
 	KeepaliveInterval        time.Duration `kong:"-"`
 	KeepaliveCountMax        int           `kong:"-"`
 
+	CiphersText string   `name:"ciphers" env:"SSH_CIPHERS" placeholder:"LIST" help:"Ciphers the server offers, comma-separated, as sshd_config's Ciphers: a list replaces the default, +LIST adds to it, -LIST takes from it. The default leaves out chacha20-poly1305@openssh.com, which Go runs slowly on amd64 (see README)."`
+	Ciphers     []string `kong:"-"`
+
 	MetricsAddr string `name:"metrics-addr" env:"SSH_METRICS_ADDR" placeholder:"HOST:PORT" help:"Serve Prometheus metrics over HTTP at /metrics on this address, HOST:PORT or :PORT (default off)."`
 
 	Version bool `name:"version" help:"Print the version and exit."`
@@ -174,6 +177,10 @@ func parseConfig(args []string, stdout io.Writer) (cfg config, done bool, err er
 	if err := cfg.resolveLimits(); err != nil {
 		return cfg, false, &usageError{err.Error()}
 	}
+	if cfg.Ciphers, err = parseCiphers(cfg.CiphersText); err != nil {
+		return cfg, false, &usageError{err.Error()}
+	}
+	cfg.CiphersText = ""
 	if err := cfg.validate(); err != nil {
 		return cfg, false, &usageError{err.Error()}
 	}

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -27,7 +28,7 @@ var configVariables = []string{
 	"SSH_AUTHORIZED_KEYS",
 	"SSH_MAX_SESSIONS", "SSH_MAX_SESSIONS_PER_IP", "SSH_MAX_SESSIONS_PER_CONNECTION",
 	"SSH_SESSION_TIMEOUT", "SSH_IDLE_TIMEOUT", "SSH_KEEPALIVE_INTERVAL", "SSH_KEEPALIVE_COUNT_MAX",
-	"SSH_METRICS_ADDR",
+	"SSH_METRICS_ADDR", "SSH_CIPHERS",
 }
 
 func clearConfigEnv(t *testing.T) {
@@ -70,6 +71,7 @@ func TestConfigDefaults(t *testing.T) {
 		IdleTimeout:              15 * time.Minute,
 		KeepaliveInterval:        15 * time.Second,
 		KeepaliveCountMax:        3,
+		Ciphers:                  defaultCiphers,
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("defaults = %+v, want %+v", cfg, want)
@@ -103,6 +105,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 	t.Setenv("SSH_IDLE_TIMEOUT", "90s")
 	t.Setenv("SSH_KEEPALIVE_INTERVAL", "1m")
 	t.Setenv("SSH_KEEPALIVE_COUNT_MAX", "5")
+	t.Setenv("SSH_CIPHERS", "+chacha20-poly1305@openssh.com")
 
 	cfg, _, err := parseConfig(nil, &bytes.Buffer{})
 	if err != nil {
@@ -135,6 +138,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 		IdleTimeout:              90 * time.Second,
 		KeepaliveInterval:        time.Minute,
 		KeepaliveCountMax:        5,
+		Ciphers:                  append(slices.Clone(defaultCiphers), "chacha20-poly1305@openssh.com"),
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("config = %+v, want %+v", cfg, want)
@@ -151,8 +155,10 @@ func TestConfigFlagWinsOverEnvironment(t *testing.T) {
 	t.Setenv("SSH_ROOTFS", "/does/not/exist")
 	t.Setenv("SSH_VM_CPUS", "many")
 	t.Setenv("SSH_HANDSHAKE_TIMEOUT", "forever")
+	t.Setenv("SSH_CIPHERS", "rot13")
 
 	cfg, _, err := parseConfig([]string{
+		"--ciphers", "aes256-gcm@openssh.com",
 		"--vm-cpus", "2",
 		"--handshake-timeout", "10s",
 		"--listen-addr", "127.0.0.1:2222",
@@ -178,6 +184,9 @@ func TestConfigFlagWinsOverEnvironment(t *testing.T) {
 	}
 	if cfg.Rootfs != root {
 		t.Errorf("rootfs = %q, want the flag's", cfg.Rootfs)
+	}
+	if !slices.Equal(cfg.Ciphers, []string{"aes256-gcm@openssh.com"}) {
+		t.Errorf("ciphers = %v, want the flag's", cfg.Ciphers)
 	}
 	if cfg.VMCPUs != 2 {
 		t.Errorf("vm cpus = %d, want the flag's 2", cfg.VMCPUs)
@@ -237,6 +246,10 @@ func TestConfigInvalidValues(t *testing.T) {
 			[]string{"--runtime-dir", "SSH_RUNTIME_DIR", `"run/tw"`, "absolute"}},
 		{"runtime dir too long", []string{"--rootfs", root, "--runtime-dir", "/" + strings.Repeat("d", 70)}, nil,
 			[]string{"--runtime-dir", "71 bytes", "unix socket"}},
+		{"unknown cipher", []string{"--rootfs", root, "--ciphers", "aes128-cbc"}, nil,
+			[]string{"--ciphers", "SSH_CIPHERS", `"aes128-cbc"`, "supported:"}},
+		{"unknown cipher from env", []string{"--rootfs", root}, map[string]string{"SSH_CIPHERS": "-blowfish"},
+			[]string{"SSH_CIPHERS", `"-blowfish"`, "supported:"}},
 		{"accept-env LD_", []string{"--rootfs", root, "--accept-env", "FOO,LD_PRELOAD"}, nil,
 			[]string{"--accept-env", "LD_PRELOAD", "never accepted"}},
 		{"accept-env bad pattern", []string{"--rootfs", root}, map[string]string{"SSH_ACCEPT_ENV": "LC_["},

@@ -81,6 +81,7 @@ func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middlewa
 			}
 			return nil
 		},
+		withCiphers(cfg.Ciphers),
 		middleware.RawPTY(),
 		middleware.FilterRequests(append(slices.Clone(middleware.DefaultAcceptEnv), cfg.AcceptEnv...), logger),
 		// Channels that wait for their shell or exec request count too.
