@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -114,6 +115,10 @@ type benchRun struct {
 	// skipped maps a target that did not run to the reason.
 	skipped map[string]string
 	figures []*figure
+
+	transferOnce sync.Once
+	transferPath string
+	transferErr  error
 }
 
 // sshArgs returns the OpenSSH client arguments for target, ending with the
@@ -233,67 +238,103 @@ func (r *benchRun) sessionRate(target *benchTarget, clients int) (float64, int) 
 	return float64(completed.Load()) / elapsed.Seconds(), int(failed.Load())
 }
 
-// transferBlock is the data sent in uploads, repeated. Random bytes keep
-// any compression from helping.
-var transferBlock = func() []byte {
-	block := make([]byte, 1<<20)
-	_, _ = rand.Read(block)
-	return block
-}()
+// transferFile returns a file of transferBytes random bytes, written on
+// first use, which uploads read. Random bytes keep any compression from
+// helping.
+func (r *benchRun) transferFile() (string, error) {
+	r.transferOnce.Do(func() {
+		r.transferPath = filepath.Join(r.key.home, "transfer")
+		file, err := os.Create(r.transferPath)
+		if err != nil {
+			r.transferErr = err
+			return
+		}
+		_, err = io.CopyN(file, rand.Reader, r.params.transferBytes)
+		if closeErr := file.Close(); err == nil {
+			err = closeErr
+		}
+		r.transferErr = err
+	})
+	return r.transferPath, r.transferErr
+}
 
-// upload sends transferBytes through `cat > /dev/null` and returns the
-// rate in MiB/s over the client's whole run.
-func (r *benchRun) upload(target *benchTarget) (float64, error) {
-	cmd := r.sshCommand(target, nil, "cat > /dev/null")
-	stdin, err := cmd.StdinPipe()
+// transferCommand returns the ssh command that runs program on target,
+// with cipher when it is not empty.
+func (r *benchRun) transferCommand(target *benchTarget, cipher, program string) *exec.Cmd {
+	if cipher == "" {
+		return r.sshCommand(target, nil, target.programs+program)
+	}
+	server := *target
+	server.port = target.chachaPort
+	return r.sshCommand(&server, []string{"-c", cipher}, target.programs+program)
+}
+
+// upload sends transferBytes through `cat > /dev/null`, with cipher when
+// it is not empty, and returns the rate in MiB/s over the client's whole
+// run. The client reads the data from a file, so that the benchmark
+// process, which holds the throwawaysh server, does none of the transfer.
+func (r *benchRun) upload(target *benchTarget, cipher string) (float64, error) {
+	path, err := r.transferFile()
+	if err != nil {
+		return 0, fmt.Errorf("upload data: %w", err)
+	}
+	data, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
+	defer data.Close()
+	cmd := r.transferCommand(target, cipher, "cat > /dev/null")
+	cmd.Stdin = data
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	var writeErr error
-	for left := r.params.transferBytes; left > 0; {
-		n := min(left, int64(len(transferBlock)))
-		if _, writeErr = stdin.Write(transferBlock[:n]); writeErr != nil {
-			break
-		}
-		left -= n
-	}
-	_ = stdin.Close()
-	err = cmd.Wait()
+	err = cmd.Run()
 	elapsed := time.Since(start)
-	if err != nil || writeErr != nil {
-		return 0, fmt.Errorf("upload: %v, write: %v: %s", err, writeErr, firstLine(stderr.String()))
+	if err != nil {
+		return 0, fmt.Errorf("upload: %v: %s", err, firstLine(stderr.String()))
 	}
 	return mibPerSecond(r.params.transferBytes, elapsed), nil
 }
 
-// download reads transferBytes from `head -c N /dev/zero` and returns the
-// rate in MiB/s over the client's whole run.
-func (r *benchRun) download(target *benchTarget) (float64, error) {
-	cmd := r.sshCommand(target, nil, "head -c "+strconv.FormatInt(r.params.transferBytes, 10)+" /dev/zero")
-	stdout, err := cmd.StdoutPipe()
+// download reads transferBytes from `head -c N /dev/zero`, with cipher
+// when it is not empty, and returns the rate in MiB/s over the client's
+// whole run. The client's output goes to `wc -c`, for the same reason
+// upload reads a file.
+func (r *benchRun) download(target *benchTarget, cipher string) (float64, error) {
+	cmd := r.transferCommand(target, cipher, "head -c "+strconv.FormatInt(r.params.transferBytes, 10)+" /dev/zero")
+	counter := exec.Command("wc", "-c")
+	read, write, err := os.Pipe()
 	if err != nil {
 		return 0, err
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	counter.Stdin, cmd.Stdout = read, write
+	var counted, stderr bytes.Buffer
+	counter.Stdout, cmd.Stderr = &counted, &stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	err = counter.Start()
+	if err == nil {
+		err = cmd.Start()
+		if err != nil {
+			_ = counter.Process.Kill()
+		}
+	}
+	// Each child has its own copy now, so wc reads end of file once ssh
+	// exits.
+	_ = read.Close()
+	_ = write.Close()
+	if err != nil {
+		_ = counter.Wait()
 		return 0, err
 	}
-	received, copyErr := io.Copy(io.Discard, stdout)
 	err = cmd.Wait()
 	elapsed := time.Since(start)
-	if err != nil || copyErr != nil {
-		return 0, fmt.Errorf("download: %v, read: %v: %s", err, copyErr, firstLine(stderr.String()))
+	countErr := counter.Wait()
+	if err != nil || countErr != nil {
+		return 0, fmt.Errorf("download: %v, wc: %v: %s", err, countErr, firstLine(stderr.String()))
 	}
-	if received != r.params.transferBytes {
-		return 0, fmt.Errorf("download: received %d bytes, want %d", received, r.params.transferBytes)
+	received, err := strconv.ParseInt(strings.TrimSpace(counted.String()), 10, 64)
+	if err != nil || received != r.params.transferBytes {
+		return 0, fmt.Errorf("download: wc counted %q bytes, want %d", strings.TrimSpace(counted.String()), r.params.transferBytes)
 	}
 	return mibPerSecond(received, elapsed), nil
 }
@@ -434,6 +475,8 @@ func (r *benchRun) measure(logf func(format string, args ...any)) {
 	}
 	upload := newFigure("upload "+size+" (client to `cat > /dev/null`)", "MiB/s", true, false)
 	download := newFigure("download "+size+" (`head -c N /dev/zero` to client)", "MiB/s", true, false)
+	chachaUpload := newFigure("upload "+size+", "+chachaCipher+" on both", "MiB/s", true, false)
+	chachaDownload := newFigure("download "+size+", "+chachaCipher+" on both", "MiB/s", true, false)
 	serverMemory := newFigure(fmt.Sprintf("server memory per idle session (%d sessions)", r.params.idleSessions), "KiB", false, false)
 	vmMemory := newFigure("VM process memory per idle session", "MiB", false, false)
 
@@ -463,10 +506,14 @@ func (r *benchRun) measure(logf func(format string, args ...any)) {
 			}
 		}
 		for range r.params.rounds {
-			rate, err := r.upload(target)
+			rate, err := r.upload(target, "")
 			record(upload, target.name, rate, err)
-			rate, err = r.download(target)
+			rate, err = r.download(target, "")
 			record(download, target.name, rate, err)
+			rate, err = r.upload(target, chachaCipher)
+			record(chachaUpload, target.name, rate, err)
+			rate, err = r.download(target, chachaCipher)
+			record(chachaDownload, target.name, rate, err)
 		}
 		for range r.params.rounds {
 			serverKiB, vmMiB, err := r.idleMemory(target)
@@ -480,7 +527,7 @@ func (r *benchRun) measure(logf func(format string, args ...any)) {
 	for _, c := range r.params.clients {
 		r.figures = append(r.figures, rates[c])
 	}
-	r.figures = append(r.figures, upload, download, serverMemory)
+	r.figures = append(r.figures, upload, download, chachaUpload, chachaDownload, serverMemory)
 	if len(vmMemory.samples) > 0 {
 		r.figures = append(r.figures, vmMemory)
 	}
@@ -729,7 +776,7 @@ func TestBenchHarnessTinyRun(t *testing.T) {
 		}
 	}
 	report := r.report()
-	for _, want := range []string{"| figure |", "sessions/s with 2 concurrent clients", "server memory per idle session", "| cores |"} {
+	for _, want := range []string{"| figure |", "sessions/s with 2 concurrent clients", chachaCipher + " on both", "server memory per idle session", "| cores |"} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}
@@ -766,5 +813,32 @@ func TestWriteBenchDocKeepsSurroundingText(t *testing.T) {
 	}
 	if err := writeBenchDoc(path, "new figures\n"); err == nil || !strings.Contains(err.Error(), benchDocStart) {
 		t.Errorf("file without markers: err = %v, want one naming %s", err, benchDocStart)
+	}
+}
+
+// With a libkrun target the table gains its column and the VM's share of
+// each time figure, computed from the medians.
+func TestBenchTableWithLibkrun(t *testing.T) {
+	r := &benchRun{targets: []*benchTarget{{name: "testlauncher"}, {name: "sshd"}, {name: "libkrun"}}}
+	connect := newFigure("connect", "ms", false, true)
+	connect.samples = map[string][]float64{
+		"testlauncher": {30, 20, 10},
+		"sshd":         {40, 40, 40},
+		"libkrun":      {90, 100, 110},
+	}
+	rate := newFigure("rate", "1/s", true, false)
+	rate.samples = map[string][]float64{"testlauncher": {8}, "sshd": {4}, "libkrun": {2}}
+	rate.failures["libkrun"] = 3
+	r.figures = []*figure{connect, rate}
+
+	table := r.table()
+	for _, want := range []string{
+		"| figure | unit | throwawaysh, test launcher | sshd | ratio throwawaysh/sshd | throwawaysh, libkrun | VM share of the time |",
+		"| connect | ms | 20.0 [10.0–30.0] | 40.0 [40.0–40.0] | 0.50 | 100 [90.0–110] | 80% |",
+		"| rate | 1/s | 8.00 [8.00–8.00] | 4.00 [4.00–4.00] | 2.00 | 2.00 [2.00–2.00], 3 failed |  |",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,7 +27,15 @@ import (
 type benchTarget struct {
 	name string
 	port string
-	user string
+	// chachaPort is the port of a server that also offers
+	// chachaCipher: the same server for sshd, a second one for
+	// throwawaysh.
+	chachaPort string
+	user       string
+	// programs is put before the transfer commands' programs: sshd runs
+	// the same static busybox as the test launcher's guests, so that
+	// both sides run the same cat and head.
+	programs string
 	// serverMemory returns the resident memory, in bytes, that counts as
 	// the server's: see docs/benchmarks.md for what each target counts.
 	serverMemory func() (int64, error)
@@ -66,9 +76,15 @@ func newBenchKey(tb testing.TB) benchKey {
 	return benchKey{privatePath: private, authorizedPath: authorized, home: dir}
 }
 
+// chachaCipher is the cipher OpenSSH clients prefer, which throwawaysh
+// offers only when --ciphers adds it.
+const chachaCipher = "chacha20-poly1305@openssh.com"
+
 // startBenchServer starts throwawaysh with launcher and rootfs as
 // newServer composes the service, logging at info level to a file, with
 // key authentication and limits high enough for 32 clients from loopback.
+// A second server beside it also offers chachaCipher, for the figures
+// that use that cipher on both targets.
 func startBenchServer(tb testing.TB, name string, launcher krun.Launcher, rootfs string, key benchKey) *benchTarget {
 	tb.Helper()
 	cfg := testConfig(tb, rootfs)
@@ -85,22 +101,15 @@ func startBenchServer(tb testing.TB, name string, launcher krun.Launcher, rootfs
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { _ = logFile.Close() })
 	logger := newLogger(cfg, logFile)
 	sessions := middleware.NewTracker()
-	srv, err := newServer(cfg, launcher, sessions, logger)
-	if err != nil {
-		tb.Fatalf("newServer: %v", err)
-	}
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	tb.Cleanup(func() {
-		_ = srv.Close()
-		_ = logFile.Close()
-	})
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	port := serveBench(tb, cfg, launcher, sessions, logger)
+
+	chachaCfg := cfg
+	chachaCfg.RuntimeDir = shortTempDir(tb)
+	chachaCfg.Ciphers = append(slices.Clone(defaultCiphers), chachaCipher)
+	chachaPort := serveBench(tb, chachaCfg, launcher, middleware.NewTracker(), logger.With("server", "chacha20"))
 
 	exe, err := os.Executable()
 	if err != nil {
@@ -109,6 +118,7 @@ func startBenchServer(tb testing.TB, name string, launcher krun.Launcher, rootfs
 	target := &benchTarget{
 		name:         name,
 		port:         port,
+		chachaPort:   chachaPort,
 		user:         cfg.Username,
 		serverMemory: selfResidentMemory,
 		idle: func(deadline time.Time) error {
@@ -126,6 +136,24 @@ func startBenchServer(tb testing.TB, name string, launcher krun.Launcher, rootfs
 		target.vmMemory = func() (int64, error) { return processesMemory(processIDs(exe)) }
 	}
 	return target
+}
+
+// serveBench serves cfg on a loopback port until tb ends and returns the
+// port.
+func serveBench(tb testing.TB, cfg config, launcher krun.Launcher, sessions *middleware.Tracker, logger *slog.Logger) string {
+	tb.Helper()
+	srv, err := newServer(cfg, launcher, sessions, logger)
+	if err != nil {
+		tb.Fatalf("newServer: %v", err)
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	tb.Cleanup(func() { _ = srv.Close() })
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
 }
 
 // selfResidentMemory returns this process's resident memory after a
@@ -175,6 +203,10 @@ func processesMemory(pids []int) (int64, error) {
 	}
 	return total, nil
 }
+
+// benchBusybox is the static busybox that internal/krtest builds the test
+// guests' root from.
+const benchBusybox = "/bin/busybox"
 
 // sshdPath is where Debian's openssh-server installs the daemon.
 const sshdPath = "/usr/sbin/sshd"
@@ -281,9 +313,11 @@ func startSSHD(tb testing.TB, key benchKey) (*benchTarget, string) {
 		return pids
 	}
 	return &benchTarget{
-		name: "sshd",
-		port: port,
-		user: current.Username,
+		name:       "sshd",
+		port:       port,
+		chachaPort: port,
+		user:       current.Username,
+		programs:   benchBusybox + " ",
 		// The listening sshd and every sshd process of a connection,
 		// which are the privileged monitor and the session child. The
 		// user's command is left out, as the VM processes are for
