@@ -34,6 +34,10 @@ const (
 	logDrainTimeout = time.Second
 )
 
+// VMProcessName is the command line of every VM process that KrunLauncher
+// starts, as ps shows it.
+const VMProcessName = "throwawaysh-vm"
+
 // KrunLauncher is the Launcher that boots real libkrun VMs. Each VM runs in
 // a new process of the current executable, which must call
 // RunChildIfRequested first thing in main.
@@ -142,7 +146,7 @@ func (l *KrunLauncher) Start(ctx context.Context, spec Spec) (VM, error) {
 		_ = logOut.Close()
 	}
 	cmd := exec.Command(l.executable)
-	cmd.Args = []string{"throwawaysh-vm"}
+	cmd.Args = []string{VMProcessName}
 	cmd.Env = l.childEnvironment()
 	cmd.Dir = "/"
 	cmd.ExtraFiles = []*os.File{specIn, logOut} // fds 3 and 4

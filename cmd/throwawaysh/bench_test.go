@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/throwawaysh/throwawaysh/krun"
 )
 
 // benchDocEnv names the file that BenchmarkCompareWithSSHD writes its
@@ -33,6 +35,10 @@ const (
 	benchDocStart = "<!-- bench:start -->"
 	benchDocEnd   = "<!-- bench:end -->"
 )
+
+// benchWatchdog bounds a whole run of BenchmarkCompareWithSSHD, which
+// takes about two minutes on an idle machine with 2 cores.
+const benchWatchdog = 30 * time.Minute
 
 // benchKex is the key exchange of every benchmark connection.
 const benchKex = "curve25519-sha256"
@@ -115,6 +121,9 @@ type benchRun struct {
 	// skipped maps a target that did not run to the reason.
 	skipped map[string]string
 	figures []*figure
+
+	// loadBefore is the load average when the run started.
+	loadBefore string
 
 	transferOnce sync.Once
 	transferPath string
@@ -621,6 +630,7 @@ func (r *benchRun) report() string {
 	fmt.Fprintf(&b, "| kernel | %s |\n", kernelRelease())
 	fmt.Fprintf(&b, "| Go | %s |\n", runtime.Version())
 	fmt.Fprintf(&b, "| OpenSSH | %s |\n", openSSHVersion())
+	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s at the start, %s at the end |\n", r.loadBefore, loadAverage())
 	b.WriteString("\n")
 	b.WriteString(r.table())
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
@@ -648,6 +658,20 @@ func cpuModel() string {
 	return "unknown"
 }
 
+// loadAverage returns the 1, 5 and 15 minute load averages, which show
+// whether other jobs shared the machine during a run.
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) < 3 {
+		return "unknown"
+	}
+	return strings.Join(fields[:3], ", ")
+}
+
 func kernelRelease() string {
 	data, err := os.ReadFile("/proc/sys/kernel/osrelease")
 	if err != nil {
@@ -672,7 +696,7 @@ func newBenchRun(tb testing.TB, params benchParams) *benchRun {
 	tb.Helper()
 	requireOpenSSHClient(tb)
 	key := newBenchKey(tb)
-	r := &benchRun{params: params, key: key, skipped: map[string]string{}}
+	r := &benchRun{params: params, key: key, skipped: map[string]string{}, loadBefore: loadAverage()}
 	r.targets = append(r.targets, startBenchServer(tb, "testlauncher", testLauncher(), krtestRootfs(tb), key))
 	if sshd, reason := startSSHD(tb, key); reason != "" {
 		r.skipped["sshd"] = reason
@@ -701,6 +725,12 @@ func requireOpenSSHClient(tb testing.TB) {
 // once with -benchtime 1x (make bench); each figure takes its own
 // samples, so b.N only repeats the whole report.
 func BenchmarkCompareWithSSHD(b *testing.B) {
+	// go test stops its -timeout alarm before it runs benchmarks, so a
+	// hung session would otherwise hold the run forever.
+	watchdog := time.AfterFunc(benchWatchdog, func() {
+		panic(fmt.Sprintf("BenchmarkCompareWithSSHD did not finish within %s; the goroutines below show where it hangs", benchWatchdog))
+	})
+	defer watchdog.Stop()
 	for range b.N {
 		r := newBenchRun(b, fullBench)
 		r.measure(b.Logf)
@@ -776,7 +806,7 @@ func TestBenchHarnessTinyRun(t *testing.T) {
 		}
 	}
 	report := r.report()
-	for _, want := range []string{"| figure |", "sessions/s with 2 concurrent clients", chachaCipher + " on both", "server memory per idle session", "| cores |"} {
+	for _, want := range []string{"| figure |", "sessions/s with 2 concurrent clients", chachaCipher + " on both", "server memory per idle session", "| cores |", "| load average (1, 5, 15 min) | "} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q:\n%s", want, report)
 		}
@@ -840,5 +870,29 @@ func TestBenchTableWithLibkrun(t *testing.T) {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
+	}
+}
+
+// The libkrun target's VM memory must count a child whose command line
+// is only "throwawaysh-vm", as krun.KrunLauncher starts VM processes.
+func TestVMProcessIDsFindsLauncherChildren(t *testing.T) {
+	cmd := exec.Command("/bin/sleep", "30")
+	cmd.Args[0] = krun.VMProcessName
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	if pids := vmProcessIDs(); !slices.Contains(pids, cmd.Process.Pid) {
+		t.Errorf("vmProcessIDs() = %v, want it to contain the child %d started as %q", pids, cmd.Process.Pid, krun.VMProcessName)
+	}
+	rss, err := processesMemory(vmProcessIDs())
+	if err != nil {
+		t.Errorf("VM memory of the child: %v", err)
+	}
+	if rss == 0 {
+		t.Errorf("VM memory of the child = 0 bytes, want more than 0")
 	}
 }
