@@ -2,6 +2,7 @@ package middleware
 
 import (
 	"fmt"
+	"net"
 	"time"
 
 	"charm.land/ssh"
@@ -51,6 +52,7 @@ type Metrics struct {
 	timeToShell     prometheus.Histogram
 	authFailures    *prometheus.CounterVec
 	sessionsLimited *prometheus.CounterVec
+	connsRejected   prometheus.Counter
 	vmProcesses     prometheus.Gauge
 }
 
@@ -80,6 +82,9 @@ var bootBuckets = prometheus.ExponentialBuckets(0.01, 2, 13)
 //     the "none" probe that clients send first.
 //   - sessions_rejected_total{limit}: sessions a Limit rejected; limit is
 //     per_connection, per_client_address or server.
+//   - connections_rejected_total: connections that an earlier connection
+//     callback, such as LimitStartups, closed before the SSH handshake
+//     (counted by CountRejectedConnections).
 //   - vm_processes: VM host processes started and not yet reaped.
 func NewMetrics(registerer prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
@@ -113,6 +118,10 @@ func NewMetrics(registerer prometheus.Registerer) (*Metrics, error) {
 			Name: "throwawaysh_sessions_rejected_total",
 			Help: "Sessions rejected by a session limit, by limit (per_connection, per_client_address, server).",
 		}, []string{"limit"}),
+		connsRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "throwawaysh_connections_rejected_total",
+			Help: "Connections closed before the SSH handshake, such as those over the unauthenticated connection caps.",
+		}),
 		vmProcesses: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "throwawaysh_vm_processes",
 			Help: "VM host processes started and not yet reaped.",
@@ -120,7 +129,7 @@ func NewMetrics(registerer prometheus.Registerer) (*Metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.sessionsStarted, m.sessionsEnded, m.sessionsActive, m.vmBoot,
-		m.timeToShell, m.authFailures, m.sessionsLimited, m.vmProcesses,
+		m.timeToShell, m.authFailures, m.sessionsLimited, m.connsRejected, m.vmProcesses,
 	} {
 		if err := registerer.Register(c); err != nil {
 			return nil, fmt.Errorf("register throwawaysh metrics: %w", err)
@@ -218,6 +227,27 @@ func (m *Metrics) CountAuthFailures() ssh.Option {
 				}
 			}
 			return config
+		}
+		return nil
+	}
+}
+
+// CountRejectedConnections returns a server option that counts the
+// connections that the ConnCallback set by earlier options closes before
+// the SSH handshake, as LimitStartups does over its caps. Apply it after
+// those options. A nil m returns an option that does nothing.
+func (m *Metrics) CountRejectedConnections() ssh.Option {
+	return func(srv *ssh.Server) error {
+		previous := srv.ConnCallback
+		if m == nil || previous == nil {
+			return nil
+		}
+		srv.ConnCallback = func(ctx ssh.Context, conn net.Conn) net.Conn {
+			wrapped := previous(ctx, conn)
+			if wrapped == nil {
+				m.connsRejected.Inc()
+			}
+			return wrapped
 		}
 		return nil
 	}

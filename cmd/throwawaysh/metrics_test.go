@@ -276,3 +276,25 @@ func TestSessionPhasesLogged(t *testing.T) {
 		t.Logf("log:\n%s", logs)
 	}
 }
+
+// Connections over the unauthenticated connection caps are counted.
+func TestMetricsCountRejectedConnections(t *testing.T) {
+	cfg := testConfig(t, krtestRootfs(t))
+	cfg.MaxStartups, cfg.PerSourceMaxStartups = 2, 2
+	srv, url := startMetricsServer(t, cfg)
+
+	requireAccepted(t, dialSilent(t, srv, "127.0.0.1"))
+	requireAccepted(t, dialSilent(t, srv, "127.0.0.1"))
+	for range 3 {
+		requireRejected(t, dialSilent(t, srv, "127.0.0.1"))
+	}
+
+	exposition := scrape(t, url)
+	got, ok := metricValue(exposition, "throwawaysh_connections_rejected_total")
+	if !ok {
+		t.Fatalf("no throwawaysh_connections_rejected_total in:\n%s", exposition)
+	}
+	if got != 3 {
+		t.Errorf("throwawaysh_connections_rejected_total = %v, want 3", got)
+	}
+}

@@ -105,6 +105,7 @@ func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middlewa
 	options = append(options,
 		middleware.Keepalive(cfg.KeepaliveInterval, cfg.KeepaliveCountMax, logger),
 		middleware.LimitStartups(cfg.MaxStartups, cfg.PerSourceMaxStartups, logger),
+		metrics.CountRejectedConnections(),
 	)
 
 	srv, err := wish.NewServer(options...)
