@@ -41,6 +41,11 @@ const (
 //     has no way to reach the client's agent or X server.
 //   - exec and subsystem: rejected when the payload is not one SSH string,
 //     which the SSH library would read as an empty command.
+//   - signal with want reply: replied to here, because the SSH library
+//     sends no reply and a client that waits for one would hang. As with
+//     sshd, the reply is failure before a shell or command has started,
+//     and the signal is dropped. After that it is success, and the signal
+//     goes on to the session.
 //
 // It replaces the server's "session" channel handler, so install it after
 // any option that sets its own. A nil logger discards.
@@ -84,7 +89,18 @@ func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error)
 	go func() {
 		defer close(passed)
 		envCount := 0
+		started := false
 		for req := range requests {
+			if req.Type == "signal" && req.WantReply {
+				_ = req.Reply(started, nil)
+				if !started {
+					continue
+				}
+				// The library must not reply to it a second time.
+				copied := *req
+				copied.WantReply = false
+				req = &copied
+			}
 			if reason := c.filter.reject(req, &envCount); reason != "" {
 				// Debug, because a client can send requests without limit.
 				c.filter.logger.Debug("session request rejected", "type", req.Type, "reason", reason, "remote", c.remote)
@@ -92,6 +108,9 @@ func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error)
 					_ = req.Reply(false, nil)
 				}
 				continue
+			}
+			if req.Type == "shell" || req.Type == "exec" {
+				started = true
 			}
 			passed <- req
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 
@@ -54,6 +55,10 @@ func parseCiphers(value string) ([]string, error) {
 		switch {
 		case name == "":
 			return nil, invalid("empty cipher name")
+		case op == '-' && removable(name):
+			// As with sshd, a list to take out may name ciphers that
+			// are not offered and use the wildcards * and ?.
+			names = append(names, name)
 		case !slices.Contains(supportedCiphers(), name):
 			return nil, invalid(fmt.Sprintf("unknown or insecure cipher %q", name))
 		case !slices.Contains(names, name):
@@ -71,7 +76,10 @@ func parseCiphers(value string) ([]string, error) {
 		return ciphers, nil
 	case '-':
 		ciphers := slices.DeleteFunc(slices.Clone(defaultCiphers), func(name string) bool {
-			return slices.Contains(names, name)
+			return slices.ContainsFunc(names, func(pattern string) bool {
+				matched, _ := path.Match(pattern, name)
+				return matched
+			})
 		})
 		if len(ciphers) == 0 {
 			return nil, invalid("it takes out every cipher")
@@ -79,6 +87,17 @@ func parseCiphers(value string) ([]string, error) {
 		return ciphers, nil
 	}
 	return names, nil
+}
+
+// removable reports whether name is valid in a list after "-": a cipher
+// that golang.org/x/crypto/ssh supports or lists as insecure, or a pattern
+// with * or ? that matches one.
+func removable(name string) bool {
+	known := append(supportedCiphers(), gossh.InsecureAlgorithms().Ciphers...)
+	return slices.ContainsFunc(known, func(cipher string) bool {
+		matched, err := path.Match(name, cipher)
+		return err == nil && matched
+	})
 }
 
 // withCiphers makes the server offer only ciphers, or defaultCiphers when

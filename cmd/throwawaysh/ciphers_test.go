@@ -19,6 +19,11 @@ func TestParseCiphers(t *testing.T) {
 		{"+chacha20-poly1305@openssh.com", append(slices.Clone(defaultCiphers), "chacha20-poly1305@openssh.com")},
 		{"+aes128-ctr", defaultCiphers},
 		{"-aes128-ctr,aes192-ctr", []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes256-ctr"}},
+		// As with sshd: a list to take out may name ciphers that are not
+		// offered, and use wildcards.
+		{"-aes128-cbc,3des-cbc,chacha20-poly1305@openssh.com", defaultCiphers},
+		{"-*-ctr", []string{"aes128-gcm@openssh.com", "aes256-gcm@openssh.com"}},
+		{"-aes???-gcm@openssh.com", []string{"aes128-ctr", "aes192-ctr", "aes256-ctr"}},
 	}
 	for _, tt := range tests {
 		got, err := parseCiphers(tt.value)
@@ -46,6 +51,10 @@ func TestParseCiphersRejects(t *testing.T) {
 		{"+", "empty cipher name"},
 		{"^aes128-ctr", `unknown or insecure cipher "^aes128-ctr"`},
 		{"-" + strings.Join(defaultCiphers, ","), "takes out every cipher"},
+		{"-aes*", "takes out every cipher"},
+		{"-aes128-ctr,bogus", `unknown or insecure cipher "bogus"`},
+		{"-*bogus*", `unknown or insecure cipher "*bogus*"`},
+		{"+aes*", `unknown or insecure cipher "aes*"`},
 	}
 	for _, tt := range tests {
 		_, err := parseCiphers(tt.value)
