@@ -41,11 +41,11 @@ const (
 //     has no way to reach the client's agent or X server.
 //   - exec and subsystem: rejected when the payload is not one SSH string,
 //     which the SSH library would read as an empty command.
-//   - signal with want reply: replied to here, because the SSH library
-//     sends no reply and a client that waits for one would hang. As with
-//     sshd, the reply is failure before a shell or command has started,
-//     and the signal is dropped. After that it is success, and the signal
-//     goes on to the session.
+//   - signal: dropped before a shell, command or subsystem has started,
+//     as sshd drops it, with a failure reply when the client wants one.
+//     Later ones go on to the session, and one that wants a reply gets
+//     success here, because the SSH library sends no reply and a client
+//     that waits for one would hang.
 //
 // It replaces the server's "session" channel handler, so install it after
 // any option that sets its own. A nil logger discards.
@@ -91,11 +91,16 @@ func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error)
 		envCount := 0
 		started := false
 		for req := range requests {
-			if req.Type == "signal" && req.WantReply {
-				_ = req.Reply(started, nil)
-				if !started {
-					continue
+			if req.Type == "signal" && !started {
+				// As sshd does: no process exists to signal yet.
+				c.filter.logger.Debug("session request rejected", "type", req.Type, "reason", "no command started yet", "remote", c.remote)
+				if req.WantReply {
+					_ = req.Reply(false, nil)
 				}
+				continue
+			}
+			if req.Type == "signal" && req.WantReply {
+				_ = req.Reply(true, nil)
 				// The library must not reply to it a second time.
 				copied := *req
 				copied.WantReply = false
@@ -109,7 +114,7 @@ func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error)
 				}
 				continue
 			}
-			if req.Type == "shell" || req.Type == "exec" {
+			if req.Type == "shell" || req.Type == "exec" || req.Type == "subsystem" {
 				started = true
 			}
 			passed <- req

@@ -128,3 +128,28 @@ func readUntilText(t *testing.T, r io.Reader, want string) {
 		got = append(got, buf[0])
 	}
 }
+
+// A signal sent before the command starts is dropped, as sshd drops it,
+// so it cannot end the command that follows.
+func TestEarlySignalDropped(t *testing.T) {
+	options := fullChain(krtest.Rootfs(t, true), &krtest.Launcher{}, nil)
+	addr := serve(t, append(options, middleware.FilterRequests(nil, nil))...)
+
+	client := dial(t, addr, "u", "p")
+	defer client.Close()
+	session, err := client.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer session.Close()
+	if err := session.Signal(gossh.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	out, err := session.Output("echo started; sleep 1; echo finished")
+	if err != nil {
+		t.Fatalf("command after an early KILL: %v, output %q", err, out)
+	}
+	if string(out) != "started\nfinished\n" {
+		t.Errorf("output = %q, want %q", out, "started\nfinished\n")
+	}
+}
