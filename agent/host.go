@@ -222,6 +222,8 @@ func (c *Client) stop(err error) {
 	c.err = err
 	close(c.done)
 	c.mu.Unlock()
+	// NOTE: a VM that the host killed on purpose, at a session timeout
+	// for example, also ends here with ErrAgentLost and this warning.
 	if errors.Is(err, ErrAgentLost) {
 		c.logger.Warn("agent lost", "err", err)
 	}

@@ -45,6 +45,9 @@ func parseCiphers(value string) ([]string, error) {
 	if text == "" {
 		return slices.Clone(defaultCiphers), nil
 	}
+	if text[0] == '^' {
+		return nil, invalid("^ is not supported: the client picks by its own order, so the order of the server's list has no effect")
+	}
 	op := text[0]
 	if op == '+' || op == '-' {
 		text = text[1:]

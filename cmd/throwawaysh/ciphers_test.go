@@ -49,7 +49,7 @@ func TestParseCiphersRejects(t *testing.T) {
 		{"3des-cbc,aes128-ctr", `unknown or insecure cipher "3des-cbc"`},
 		{"aes128-ctr,,aes256-ctr", "empty cipher name"},
 		{"+", "empty cipher name"},
-		{"^aes128-ctr", `unknown or insecure cipher "^aes128-ctr"`},
+		{"^aes128-ctr", "^ is not supported"},
 		{"-" + strings.Join(defaultCiphers, ","), "takes out every cipher"},
 		{"-aes*", "takes out every cipher"},
 		{"-aes128-ctr,bogus", `unknown or insecure cipher "bogus"`},
