@@ -630,7 +630,7 @@ func (r *benchRun) report() string {
 	fmt.Fprintf(&b, "| kernel | %s |\n", kernelRelease())
 	fmt.Fprintf(&b, "| Go | %s |\n", runtime.Version())
 	fmt.Fprintf(&b, "| OpenSSH | %s |\n", openSSHVersion())
-	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s at the start, %s at the end |\n", r.loadBefore, loadAverage())
+	fmt.Fprintf(&b, "| load average (1, 5, 15 min) | %s at the start, %s at the end (the benchmark's own load included) |\n", r.loadBefore, loadAverage())
 	b.WriteString("\n")
 	b.WriteString(r.table())
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
