@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -118,6 +119,16 @@ type Client struct {
 	// errorLog limits how many error messages from the agent are logged.
 	errorLog *logLimiter
 	wg       sync.WaitGroup
+
+	// expectLoss is set by ExpectLoss: the VM is being killed on purpose.
+	expectLoss atomic.Bool
+}
+
+// ExpectLoss marks the agent's VM as about to be killed on purpose by the
+// host, at a session timeout for example, so that losing the connection is
+// logged at info level instead of as a warning.
+func (c *Client) ExpectLoss() {
+	c.expectLoss.Store(true)
 }
 
 // Connect runs the host side of the protocol on conn, the connection that
@@ -222,9 +233,10 @@ func (c *Client) stop(err error) {
 	c.err = err
 	close(c.done)
 	c.mu.Unlock()
-	// NOTE: a VM that the host killed on purpose, at a session timeout
-	// for example, also ends here with ErrAgentLost and this warning.
-	if errors.Is(err, ErrAgentLost) {
+	switch {
+	case errors.Is(err, ErrAgentLost) && c.expectLoss.Load():
+		c.logger.Info("agent connection ended with the vm", "err", err)
+	case errors.Is(err, ErrAgentLost):
 		c.logger.Warn("agent lost", "err", err)
 	}
 	_ = c.session.Close()

@@ -31,7 +31,7 @@ func TestConsoleResultUsesAgentReport(t *testing.T) {
 	ln := reportListener(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	report := awaitConsoleReport(ctx, ln, &consoleSignals{}, slog.New(slog.DiscardHandler))
+	report := awaitConsoleReport(ctx, &Guest{agentListener: ln}, &consoleSignals{}, slog.New(slog.DiscardHandler))
 
 	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
 	if err != nil {
@@ -58,7 +58,7 @@ func TestConsoleResultAgentClosesWithoutReport(t *testing.T) {
 	ln := reportListener(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	report := awaitConsoleReport(ctx, ln, &consoleSignals{}, slog.New(slog.DiscardHandler))
+	report := awaitConsoleReport(ctx, &Guest{agentListener: ln}, &consoleSignals{}, slog.New(slog.DiscardHandler))
 
 	// A peer that connects and hangs up, as an agent does when the VM
 	// dies before it reports.
@@ -81,7 +81,7 @@ func TestConsoleResultAgentClosesWithoutReport(t *testing.T) {
 func TestConsoleResultAgentNeverConnects(t *testing.T) {
 	ln := reportListener(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	report := awaitConsoleReport(ctx, ln, &consoleSignals{}, slog.New(slog.DiscardHandler))
+	report := awaitConsoleReport(ctx, &Guest{agentListener: ln}, &consoleSignals{}, slog.New(slog.DiscardHandler))
 
 	got := consoleResult(7, report, slog.New(slog.DiscardHandler))
 	if got != (Result{Status: 7}) {

@@ -94,6 +94,7 @@ func (g *Guest) connectAgent() {
 		return
 	}
 	g.agentConn.client = client
+	g.trackAgent(client)
 	// A client that goes away ends every call on the agent at once, even
 	// if the VM's socket stays open a moment longer.
 	g.agentConn.stopCloseOnDisconnect = context.AfterFunc(ctx, func() { _ = client.Close() })

@@ -69,7 +69,7 @@ func Route() wish.Middleware {
 
 // killOnDisconnect kills the VM when the client's connection ends before
 // the session does. Call the returned function when the session ends.
-func killOnDisconnect(s ssh.Session, vm krun.VM) (stop func()) {
+func killOnDisconnect(s ssh.Session, guest *Guest) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -79,7 +79,7 @@ func killOnDisconnect(s ssh.Session, vm krun.VM) (stop func()) {
 			if _, ended := SessionResult(s.Context()); !ended {
 				Logger(s.Context()).Info("client disconnected; killing vm")
 			}
-			_ = vm.Kill()
+			_ = guest.killVM()
 		case <-done:
 		}
 	}()
@@ -92,14 +92,14 @@ func killOnDisconnect(s ssh.Session, vm krun.VM) (stop func()) {
 func routeConsole(s ssh.Session, guest *Guest) {
 	logger := Logger(s.Context())
 	vm := guest.VM
-	defer killOnDisconnect(s, vm)()
+	defer killOnDisconnect(s, guest)()
 
 	var report <-chan consoleReport
 	if guest.agentListener != nil {
 		reportCtx, cancelReport := context.WithCancel(s.Context())
 		defer cancelReport()
 		signals := &consoleSignals{}
-		report = awaitConsoleReport(reportCtx, guest.agentListener, signals, logger)
+		report = awaitConsoleReport(reportCtx, guest, signals, logger)
 		stopSignals := forwardSignals(s, signals.signal, logger)
 		defer stopSignals()
 	}
@@ -131,7 +131,7 @@ func routeConsole(s ssh.Session, guest *Guest) {
 			// The client stopped reading output, so the rest can never be
 			// delivered.
 			logger.Info("copy vm output to client", "stream", stream, "err", err)
-			_ = vm.Kill()
+			_ = guest.killVM()
 		}
 	}
 	wg.Add(2)
@@ -166,7 +166,8 @@ type consoleReport struct {
 // awaitConsoleReport accepts the guest agent of a console session, hands
 // it to signals, and waits for its exit report, until ctx ends. It closes
 // ln when it returns.
-func awaitConsoleReport(ctx context.Context, ln net.Listener, signals *consoleSignals, logger *slog.Logger) <-chan consoleReport {
+func awaitConsoleReport(ctx context.Context, guest *Guest, signals *consoleSignals, logger *slog.Logger) <-chan consoleReport {
+	ln := guest.agentListener
 	report := make(chan consoleReport, 1)
 	// Closing the listener ends the Accept below once ctx ends.
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
@@ -183,6 +184,7 @@ func awaitConsoleReport(ctx context.Context, ln net.Listener, signals *consoleSi
 			report <- consoleReport{err: fmt.Errorf("connect to guest agent: %w", err)}
 			return
 		}
+		guest.trackAgent(client)
 		observeGuestReady(ctx)
 		signals.connected(client, logger)
 		status, err := client.ConsoleExit(ctx)
@@ -252,8 +254,7 @@ type vmExit struct {
 func routePTY(s ssh.Session, guest *Guest) {
 	ctx := s.Context()
 	logger := Logger(ctx)
-	vm := guest.VM
-	defer killOnDisconnect(s, vm)()
+	defer killOnDisconnect(s, guest)()
 
 	if s.EmulatedPty() {
 		fail(s, ExitVMFailed, errors.New("route: the server emulates PTYs; add the middleware.RawPTY server option"),

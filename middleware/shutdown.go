@@ -155,7 +155,7 @@ func stopSession(s ssh.Session, message string) {
 	if !ok || guest.VM == nil {
 		return
 	}
-	if err := guest.VM.Kill(); err != nil {
+	if err := guest.killVM(); err != nil {
 		logger.Error("kill vm for shutdown", "err", err)
 	}
 }

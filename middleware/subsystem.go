@@ -38,7 +38,7 @@ func SFTP(mw ...wish.Middleware) ssh.Option {
 func routeSubsystem(s ssh.Session, guest *Guest) {
 	ctx := s.Context()
 	logger := Logger(ctx)
-	defer killOnDisconnect(s, guest.VM)()
+	defer killOnDisconnect(s, guest)()
 
 	name := s.Subsystem()
 	if name != agent.SubsystemSFTP {

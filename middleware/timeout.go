@@ -206,7 +206,7 @@ func (w *timeoutWatch) run(s ssh.Session, guest *Guest, done <-chan struct{}) {
 		return
 	}
 	logger.Info("session timed out; killing vm", "err", expiry.err)
-	if err := guest.VM.Kill(); err != nil {
+	if err := guest.killVM(); err != nil {
 		logger.Error("kill vm after timeout", "err", err)
 	}
 

@@ -10,6 +10,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"charm.land/ssh"
@@ -59,6 +61,36 @@ type Guest struct {
 	// ctx is the session's context, which bounds the wait in Agent.
 	ctx       ssh.Context
 	agentConn agentConnection
+
+	// killing is set once the host kills the VM on purpose. agents are the
+	// session's agent clients, which killVM marks with ExpectLoss.
+	killing  atomic.Bool
+	agentsMu sync.Mutex
+	agents   []*agent.Client
+}
+
+// trackAgent records client as one of the session's agent clients, and
+// marks it with ExpectLoss at once when the VM is already being killed.
+func (g *Guest) trackAgent(client *agent.Client) {
+	g.agentsMu.Lock()
+	defer g.agentsMu.Unlock()
+	g.agents = append(g.agents, client)
+	if g.killing.Load() {
+		client.ExpectLoss()
+	}
+}
+
+// killVM kills the VM on purpose: a timeout, a shutdown, a client that went
+// away or the end of the session. The agent clients then log the lost
+// connection as expected rather than as a warning.
+func (g *Guest) killVM() error {
+	g.agentsMu.Lock()
+	g.killing.Store(true)
+	for _, client := range g.agents {
+		client.ExpectLoss()
+	}
+	g.agentsMu.Unlock()
+	return g.VM.Kill()
 }
 
 // GuestFrom returns the session's VM as stored by the VM middleware, and
@@ -314,7 +346,7 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 	observeVMStarted(s.Context(), guest.Booted.Sub(start))
 
 	cleanup := func() {
-		if err := vm.Kill(); err != nil {
+		if err := guest.killVM(); err != nil {
 			logger.Error("kill vm", "err", err)
 		}
 		guest.closeAgent()

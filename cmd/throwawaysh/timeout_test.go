@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,16 @@ func TestSessionTimeoutConsole(t *testing.T) {
 	waitNoSessionDirs(t, cfg.RuntimeDir)
 	if !strings.Contains(srv.logs.String(), "session timed out") {
 		t.Error("the server did not log the timeout")
+	}
+	checkNoAgentLostWarning(t, srv)
+}
+
+// checkNoAgentLostWarning fails the test if the server logged the loss of
+// a guest agent as unexpected: a VM killed on purpose takes its agent along.
+func checkNoAgentLostWarning(t *testing.T, srv *testServer) {
+	t.Helper()
+	if logs := srv.logs.String(); regexp.MustCompile(`WARN\s+agent lost`).MatchString(logs) {
+		t.Errorf("the server warned that the guest agent was lost after it killed the VM on purpose:\n%s", logs)
 	}
 }
 
@@ -181,4 +192,5 @@ func TestSessionTimeoutPTY(t *testing.T) {
 	}
 	waitNoProcesses(t, sleep)
 	waitNoSessionDirs(t, cfg.RuntimeDir)
+	checkNoAgentLostWarning(t, srv)
 }
