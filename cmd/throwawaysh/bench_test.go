@@ -497,24 +497,31 @@ func (r *benchRun) measure(logf func(format string, args ...any)) {
 		}
 		f.samples[target] = append(f.samples[target], value)
 	}
-	for _, target := range r.targets {
-		logf("measuring %s", target.name)
-		for range r.params.runs {
+	// Each run or round measures every target in turn, one at a time, so
+	// that load which comes or goes during the run shifts all targets
+	// alike.
+	logf("measuring latency")
+	for range r.params.runs {
+		for _, target := range r.targets {
 			d, err := r.runTrue(target)
 			record(connect, target.name, float64(d)/float64(time.Millisecond), err)
-		}
-		for range r.params.runs {
-			d, err := r.firstPTYByte(target)
+			d, err = r.firstPTYByte(target)
 			record(pty, target.name, float64(d)/float64(time.Millisecond), err)
 		}
-		for _, c := range r.params.clients {
-			for range r.params.rounds {
+	}
+	logf("measuring sessions per second")
+	for _, c := range r.params.clients {
+		for range r.params.rounds {
+			for _, target := range r.targets {
 				rate, failed := r.sessionRate(target, c)
 				rates[c].samples[target.name] = append(rates[c].samples[target.name], rate)
 				rates[c].failures[target.name] += failed
 			}
 		}
-		for range r.params.rounds {
+	}
+	logf("measuring throughput")
+	for range r.params.rounds {
+		for _, target := range r.targets {
 			rate, err := r.upload(target, "")
 			record(upload, target.name, rate, err)
 			rate, err = r.download(target, "")
@@ -524,7 +531,10 @@ func (r *benchRun) measure(logf func(format string, args ...any)) {
 			rate, err = r.download(target, chachaCipher)
 			record(chachaDownload, target.name, rate, err)
 		}
-		for range r.params.rounds {
+	}
+	logf("measuring memory")
+	for range r.params.rounds {
+		for _, target := range r.targets {
 			serverKiB, vmMiB, err := r.idleMemory(target)
 			record(serverMemory, target.name, serverKiB, err)
 			if err == nil && vmMiB >= 0 {
