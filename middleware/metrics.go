@@ -32,12 +32,16 @@ const (
 )
 
 // Values of the "limit" label of throwawaysh_sessions_rejected_total, one
-// per option of Limit.
+// per option of Limit, and openChannelsLabel for LimitSessionChannels.
 var limitLabels = map[string]string{
 	scopeConnection: "per_connection",
 	scopeIP:         "per_client_address",
 	scopeServer:     "server",
 }
+
+// openChannelsLabel is the "limit" label of session channels that
+// LimitSessionChannels rejected, counted by CountRejectedChannels.
+const openChannelsLabel = "open_channels"
 
 // Metrics counts sessions, VM boots and failed logins for Prometheus. A
 // nil *Metrics is valid and records nothing, so code can call its methods
@@ -81,7 +85,9 @@ var bootBuckets = prometheus.ExponentialBuckets(0.01, 2, 13)
 //   - auth_failures_total{method}: rejected authentication attempts, except
 //     the "none" probe that clients send first.
 //   - sessions_rejected_total{limit}: sessions a Limit rejected; limit is
-//     per_connection, per_client_address or server.
+//     per_connection, per_client_address or server, or open_channels for
+//     session channels that LimitSessionChannels rejected (counted by
+//     CountRejectedChannels).
 //   - connections_rejected_total: connections that an earlier connection
 //     callback, such as LimitStartups, closed before the SSH handshake
 //     (counted by CountRejectedConnections).
@@ -116,7 +122,7 @@ func NewMetrics(registerer prometheus.Registerer) (*Metrics, error) {
 		}, []string{"method"}),
 		sessionsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "throwawaysh_sessions_rejected_total",
-			Help: "Sessions rejected by a session limit, by limit (per_connection, per_client_address, server).",
+			Help: "Sessions rejected by a session limit, by limit (per_connection, per_client_address, server, open_channels).",
 		}, []string{"limit"}),
 		connsRejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "throwawaysh_connections_rejected_total",
@@ -140,6 +146,7 @@ func NewMetrics(registerer prometheus.Registerer) (*Metrics, error) {
 	for _, label := range limitLabels {
 		m.sessionsLimited.WithLabelValues(label)
 	}
+	m.sessionsLimited.WithLabelValues(openChannelsLabel)
 	for _, method := range []string{"password", "publickey"} {
 		m.authFailures.WithLabelValues(method)
 	}
@@ -251,6 +258,37 @@ func (m *Metrics) CountRejectedConnections() ssh.Option {
 		}
 		return nil
 	}
+}
+
+// CountRejectedChannels returns a server option that counts the session
+// channels that the handler set by earlier options rejects as
+// administratively prohibited, as LimitSessionChannels does over its cap,
+// under sessions_rejected_total{limit="open_channels"}. Apply it after
+// LimitSessionChannels. A nil m returns an option that does nothing.
+func (m *Metrics) CountRejectedChannels() ssh.Option {
+	return func(srv *ssh.Server) error {
+		if m == nil {
+			return nil
+		}
+		next := sessionChannelHandler(srv)
+		srv.ChannelHandlers["session"] = func(srv *ssh.Server, conn *gossh.ServerConn, newChan gossh.NewChannel, ctx ssh.Context) {
+			next(srv, conn, &countedChannel{NewChannel: newChan, metrics: m}, ctx)
+		}
+		return nil
+	}
+}
+
+// countedChannel counts its rejection as administratively prohibited.
+type countedChannel struct {
+	gossh.NewChannel
+	metrics *Metrics
+}
+
+func (c *countedChannel) Reject(reason gossh.RejectionReason, message string) error {
+	if reason == gossh.Prohibited {
+		c.metrics.sessionsLimited.WithLabelValues(openChannelsLabel).Inc()
+	}
+	return c.NewChannel.Reject(reason, message)
 }
 
 // metricLabel maps a method name from the client to a label value, so a

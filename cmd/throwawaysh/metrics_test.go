@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	gossh "golang.org/x/crypto/ssh"
+
 	"github.com/throwawaysh/throwawaysh/internal/krtest"
 	"github.com/throwawaysh/throwawaysh/middleware"
 )
@@ -296,5 +298,33 @@ func TestMetricsCountRejectedConnections(t *testing.T) {
 	}
 	if got != 3 {
 		t.Errorf("throwawaysh_connections_rejected_total = %v, want 3", got)
+	}
+}
+
+// Session channels over the per-connection channel cap are counted as
+// rejected by the open_channels limit.
+func TestMetricsCountRejectedChannels(t *testing.T) {
+	cfg := testConfig(t, krtestRootfs(t))
+	cfg.MaxSessionsPerConnection = 1 // caps open session channels at 2
+	srv, url := startMetricsServer(t, cfg)
+	client := srv.dialGo(t, "test", testPassword)
+	defer client.Close()
+
+	for i := range 2 {
+		channel, requests, err := client.OpenChannel("session", nil)
+		if err != nil {
+			t.Fatalf("session channel %d: %v", i+1, err)
+		}
+		defer channel.Close()
+		go gossh.DiscardRequests(requests)
+	}
+	var open *gossh.OpenChannelError
+	if _, _, err := client.OpenChannel("session", nil); !errors.As(err, &open) || open.Reason != gossh.Prohibited {
+		t.Fatalf("third session channel: err = %v, want administratively prohibited", err)
+	}
+
+	exposition := scrape(t, url)
+	if got, _ := metricValue(exposition, `throwawaysh_sessions_rejected_total{limit="open_channels"}`); got != 1 {
+		t.Errorf(`throwawaysh_sessions_rejected_total{limit="open_channels"} = %v, want 1`, got)
 	}
 }

@@ -88,6 +88,7 @@ func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middlewa
 		// Twice the session limit leaves room for the sessions that Limit
 		// ends with its message.
 		middleware.LimitSessionChannels(2*cfg.MaxSessionsPerConnection, logger),
+		metrics.CountRejectedChannels(),
 		wish.WithMiddleware(chain...),
 		// Subsystem requests bypass the middleware chain, so SFTP gets
 		// the same chain for its own handler; sharing the chain's values
