@@ -63,6 +63,10 @@ type keepaliveConn struct {
 	start func()
 }
 
+// NetConn returns the wrapped connection, so QuickAck finds the TCP
+// connection under it.
+func (c *keepaliveConn) NetConn() net.Conn { return c.Conn }
+
 func (c *keepaliveConn) Read(p []byte) (int, error) {
 	c.once.Do(c.start)
 	return c.Conn.Read(p)

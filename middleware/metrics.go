@@ -156,7 +156,8 @@ func NewMetrics(registerer prometheus.Registerer) (*Metrics, error) {
 // Middleware returns a middleware that counts sessions by mode and
 // outcome and lets VM, Limit and Route record into m. It must run after
 // Logging and before Limit: in wish.WithMiddleware, list it between Limit
-// and Logging. A nil m returns a middleware that only calls the next
+// and Logging. After VM it logs an error, because the VMs booted before it
+// runs go uncounted. A nil m returns a middleware that only calls the next
 // handler.
 func (m *Metrics) Middleware() wish.Middleware {
 	return func(next ssh.Handler) ssh.Handler {
@@ -165,6 +166,7 @@ func (m *Metrics) Middleware() wish.Middleware {
 		}
 		return func(s ssh.Session) {
 			s = SessionContext(s)
+			warnAfterVM(s, "Metrics.Middleware", "its VM counts are incomplete")
 			phases := sessionPhasesOf(s)
 			phases.mu.Lock()
 			phases.metrics = m

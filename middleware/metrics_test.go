@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/throwawaysh/throwawaysh/internal/krtest"
 	"github.com/throwawaysh/throwawaysh/middleware"
 )
 
@@ -84,5 +85,35 @@ throwawaysh_sessions_ended_total{mode="console",outcome="failed"} 1
 			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Metrics listed before VM in the chain, so that it runs after VM, works
+// but logs the misconfiguration, and its VM process gauge never goes
+// below zero.
+func TestMetricsAfterVMIsLogged(t *testing.T) {
+	registry := prometheus.NewRegistry()
+	metrics, err := middleware.NewMetrics(registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, _, logs := runChain(t, "echo ran",
+		middleware.Route(),
+		metrics.Middleware(),
+		middleware.VM(&krtest.Launcher{}, middleware.WithRootfs(krtest.Rootfs(t, false))),
+	)
+	if status != 0 {
+		t.Errorf("status %d, want 0: the order is wrong but works", status)
+	}
+	if !strings.Contains(logs, "misconfigured chain: Metrics.Middleware runs after VM") {
+		t.Errorf("log does not report Metrics after VM:\n%s", logs)
+	}
+	want := `
+# HELP throwawaysh_vm_processes VM host processes started and not yet reaped.
+# TYPE throwawaysh_vm_processes gauge
+throwawaysh_vm_processes 0
+`
+	if err := testutil.GatherAndCompare(registry, strings.NewReader(want), "throwawaysh_vm_processes"); err != nil {
+		t.Error(err)
 	}
 }

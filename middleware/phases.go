@@ -124,6 +124,9 @@ type sessionPhases struct {
 	launched time.Time
 	// vmAlive is true from the VM's start until it has been reaped.
 	vmAlive bool
+	// vmCounted is the Metrics that counted the VM's start. It is nil when
+	// a Metrics middleware that runs after VM set metrics later.
+	vmCounted *Metrics
 }
 
 // sessionPhasesOf returns the phase record of session s, and creates it,
@@ -233,6 +236,7 @@ func observeVMStarted(ctx ssh.Context, launch time.Duration) {
 	p.launched = p.ended[PhaseVMStarted].Add(-launch)
 	p.vmAlive = true
 	metrics := p.metrics
+	p.vmCounted = metrics
 	p.mu.Unlock()
 	metrics.vmStarted()
 }
@@ -276,7 +280,7 @@ func observeTornDown(ctx ssh.Context) {
 	p.mu.Lock()
 	wasAlive := p.vmAlive
 	p.vmAlive = false
-	metrics := p.metrics
+	metrics := p.vmCounted
 	p.mu.Unlock()
 	if wasAlive {
 		metrics.vmStopped()

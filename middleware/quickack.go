@@ -24,10 +24,10 @@ const quickAckBelow = 4096
 // acknowledgement: up to 40 ms, once or twice per connection.
 //
 // It wraps the server's ConnCallback and finds the TCP connection through
-// wrappers that have a NetConn method, so apply it before options that
-// wrap the connection without one, and after options that set
-// ConnCallback without wrapping the previous one. On systems other than
-// Linux it does nothing.
+// wrappers that have a NetConn method, as this package's have. Apply it
+// before options of other packages that wrap the connection without one,
+// and after options that set ConnCallback without wrapping the previous
+// one. On systems other than Linux it does nothing.
 func QuickAck() ssh.Option {
 	return func(srv *ssh.Server) error {
 		previous := srv.ConnCallback

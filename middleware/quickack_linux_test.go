@@ -117,3 +117,18 @@ func TestQuickAckKeepsEarlierCallback(t *testing.T) {
 		t.Errorf("connection refused by the earlier callback came back as %v (earlier callback called: %v)", conn, refused)
 	}
 }
+
+// QuickAck finds the TCP connection through the wrappers of this
+// package's other connection options, so it works in any position
+// among them.
+func TestQuickAckSeesThroughOwnWrappers(t *testing.T) {
+	_, server := tcpPair(t)
+	for _, conn := range []net.Conn{
+		&keepaliveConn{Conn: server},
+		&startupConn{Conn: server},
+	} {
+		if _, ok := underlyingSyscallConn(conn); !ok {
+			t.Errorf("QuickAck cannot find the TCP connection under %T", conn)
+		}
+	}
+}

@@ -174,6 +174,10 @@ type startupConn struct {
 	slot *startupSlot
 }
 
+// NetConn returns the wrapped connection, so QuickAck finds the TCP
+// connection under it.
+func (c *startupConn) NetConn() net.Conn { return c.Conn }
+
 func (c *startupConn) Close() error {
 	c.slot.release()
 	return c.Conn.Close()
