@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"charm.land/ssh"
 
@@ -57,6 +58,17 @@ func NewUserError(message string, err error) error {
 	return &userError{err: err, message: message}
 }
 
+// callSettingsFunc calls choose and turns a panic in it into an error with
+// the stack, so the session fails like on any other error from it.
+func callSettingsFunc(choose func(ssh.Context, *VMSettings) error, ctx ssh.Context, settings *VMSettings) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return choose(ctx, settings)
+}
+
 // sessionConfig returns cfg with the settings that cfg.chooseSettings
 // chooses for the session of ctx, validated.
 func sessionConfig(ctx ssh.Context, cfg vmConfig) (vmConfig, error) {
@@ -70,7 +82,7 @@ func sessionConfig(ctx ssh.Context, cfg vmConfig) (vmConfig, error) {
 		DiskMiB:   cfg.diskMiB,
 		Network:   cfg.network,
 	}
-	if err := cfg.chooseSettings(ctx, &settings); err != nil {
+	if err := callSettingsFunc(cfg.chooseSettings, ctx, &settings); err != nil {
 		var userErr *userError
 		if errors.As(err, &userErr) {
 			return cfg, fmt.Errorf("VM settings function: %w", err)

@@ -151,6 +151,12 @@ func TestSettingsFuncErrors(t *testing.T) {
 			wantLog:     "image database at /srv/db unreachable",
 		},
 		{
+			name:        "panic",
+			choose:      func(*middleware.VMSettings) error { panic("image table corrupt") },
+			wantMessage: "throwawaysh: the server could not choose a VM for this session; tell the operator if it keeps failing\n",
+			wantLog:     "panic: image table corrupt",
+		},
+		{
 			name:        "relative rootfs",
 			choose:      func(s *middleware.VMSettings) error { s.Rootfs = "images/alice"; return nil },
 			wantMessage: "throwawaysh: the server chose invalid VM settings for this session; tell the operator\n",
