@@ -205,3 +205,72 @@ func TestSettingsFuncErrors(t *testing.T) {
 		})
 	}
 }
+
+// A Tracker's Shutdown that comes while the settings function runs ends
+// the session with its message and boots no VM.
+func TestShutdownDuringSettingsBootsNoVM(t *testing.T) {
+	var mu sync.Mutex
+	var started []krun.Spec
+	launcher := &krtest.Launcher{Started: func(s krun.Spec) {
+		mu.Lock()
+		started = append(started, s)
+		mu.Unlock()
+	}}
+	choosing := make(chan struct{})
+	release := make(chan struct{})
+	choose := func(ssh.Context, *middleware.VMSettings) error {
+		close(choosing)
+		<-release
+		return nil
+	}
+	sessions := middleware.NewTracker()
+	logs := &lockedBuffer{}
+	addr := serve(t,
+		middleware.AllowPasswordless(nil),
+		wish.WithMiddleware(
+			middleware.Route(),
+			middleware.VM(launcher, middleware.WithRootfs(krtest.Rootfs(t, false)), middleware.WithSettingsFunc(choose)),
+			sessions.Middleware(),
+			middleware.Logging(slog.New(slog.NewTextHandler(logs, nil))),
+		),
+	)
+
+	type result struct {
+		stderr string
+		status int
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, stderr, status := runAs(t, addr, "alice", "echo ran")
+		done <- result{stderr, status}
+	}()
+	<-choosing
+	shutdownDone := make(chan error, 1)
+	go func() { shutdownDone <- sessions.Shutdown(t.Context(), "server shutting down") }()
+	// The settings function returns only once Shutdown has marked the
+	// session, which it logs as "session stop".
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "session stop") {
+		if time.Now().After(deadline) {
+			t.Fatalf("Shutdown did not stop the session within 10s; log:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+
+	got := <-done
+	if got.status != middleware.ExitShutdown {
+		t.Errorf("exit status = %d, want %d", got.status, middleware.ExitShutdown)
+	}
+	if got.stderr != "throwawaysh: server shutting down\n" {
+		t.Errorf("stderr = %q, want the shutdown message", got.stderr)
+	}
+	if err := <-shutdownDone; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(started) != 0 {
+		t.Errorf("launcher started %d VMs after the shutdown, want none", len(started))
+	}
+}

@@ -258,6 +258,11 @@ func bootGuest(s ssh.Session, launcher krun.Launcher, cfg vmConfig) (*Guest, fun
 	if err != nil {
 		return nil, nil, err
 	}
+	// A settings function can take a while, and a Tracker's Shutdown that
+	// came meanwhile must not cost a VM boot. fail reports the shutdown.
+	if _, stopped := stopMessage(s.Context()); stopped {
+		return nil, nil, errors.New("VM middleware: the session was stopped before its VM booted")
+	}
 	if launcher == nil || cfg.rootfs == "" {
 		return nil, nil, errors.New("VM middleware: no launcher, or no rootfs from WithRootfs or WithSettingsFunc")
 	}
