@@ -27,7 +27,9 @@ const (
 	// OutcomeShutdown: the server's shutdown ended it (ExitShutdown).
 	OutcomeShutdown = "shutdown"
 	// OutcomeFailed: the VM or the guest agent failed (ExitVMFailed,
-	// ExitAgentLost).
+	// ExitAgentLost), or the session ended with an error for another
+	// reason: a settings function's error, NewUserError included, or an
+	// app's EndSession.
 	OutcomeFailed = "failed"
 )
 
