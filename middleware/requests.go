@@ -1,10 +1,12 @@
 package middleware
 
 import (
+	"errors"
 	"log/slog"
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"charm.land/ssh"
@@ -80,17 +82,52 @@ type filteredChannel struct {
 	remote string
 }
 
-func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error) {
-	channel, requests, err := c.NewChannel.Accept()
-	if err != nil {
-		return channel, requests, err
+// ErrEndOfWrite is the error of a write to a session channel after the
+// client sent eow@openssh.com: it reads no more output, for example
+// because its stdout went to `head`, which has exited. Route then closes
+// the command's stdout, so its next write fails as under sshd.
+var ErrEndOfWrite = errors.New("middleware: the client reads no more output (eow@openssh.com)")
+
+// eowChannel is a session channel whose Write fails with ErrEndOfWrite once
+// the client has sent eow@openssh.com.
+type eowChannel struct {
+	gossh.Channel
+	once sync.Once
+	eow  chan struct{}
+}
+
+func (c *eowChannel) endOfWrite() { c.once.Do(func() { close(c.eow) }) }
+
+func (c *eowChannel) Write(p []byte) (int, error) {
+	select {
+	case <-c.eow:
+		return 0, ErrEndOfWrite
+	default:
+		return c.Channel.Write(p)
 	}
+}
+
+func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error) {
+	accepted, requests, err := c.NewChannel.Accept()
+	if err != nil {
+		return accepted, requests, err
+	}
+	channel := &eowChannel{Channel: accepted, eow: make(chan struct{})}
 	passed := make(chan *gossh.Request)
 	go func() {
 		defer close(passed)
 		envCount := 0
 		started := false
 		for req := range requests {
+			if req.Type == "eow@openssh.com" {
+				// OpenSSH's client sends it without want reply when
+				// writing its output failed.
+				channel.endOfWrite()
+				if req.WantReply {
+					_ = req.Reply(true, nil)
+				}
+				continue
+			}
 			if req.Type == "signal" && !started {
 				// As sshd does: no process exists to signal yet.
 				c.filter.logger.Debug("session request rejected", "type", req.Type, "reason", "no command started yet", "remote", c.remote)

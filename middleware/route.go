@@ -127,6 +127,18 @@ func routeConsole(s ssh.Session, guest *Guest) {
 	copyOut := func(dst io.Writer, src io.Reader, stream string) {
 		defer wg.Done()
 		_, err := io.Copy(dst, &notifyReader{r: src, notify: noteOutput})
+		if errors.Is(err, ErrEndOfWrite) {
+			// As sshd does: the command's next write to stdout fails
+			// (SIGPIPE), and the session ends with its status.
+			// NOTE: this closes the VM process's console output. The
+			// test launcher passes that on to the command; libkrun's
+			// console has not been tried.
+			logger.Debug("client reads no more output; closing the command's stdout", "stream", stream)
+			if closer, ok := src.(io.Closer); ok {
+				_ = closer.Close()
+			}
+			return
+		}
 		if err != nil && !isClosedError(err) {
 			// The client stopped reading output, so the rest can never be
 			// delivered.

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -234,4 +237,46 @@ func TestSlowReaderHoldsBackOutput(t *testing.T) {
 	if status := exitStatusOf(t, session.Wait()); status != 0 {
 		t.Errorf("exit status = %d, want 0", status)
 	}
+}
+
+// `ssh host producer | head -1` ends as with sshd: once head exits, the
+// client's writes fail and it sends eow@openssh.com, the command's next
+// write to stdout fails with SIGPIPE, and the client exits with the
+// command's exit-signal (255). Before, the command ran until the session
+// timeout.
+func TestEndOfWriteEndsProducer(t *testing.T) {
+	srv := startServer(t, testConfig(t, krtestRootfs(t)), testLauncher())
+	args := append(srv.openSSHArgs("test"), "127.0.0.1", "while :; do echo tick; done")
+	cmd := exec.Command(requireOpenSSH(t), args...)
+	cmd.Env = askpassEnv(t, testPassword)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "tick\n" {
+		t.Fatalf("first line %q, %v; want tick", line, err)
+	}
+	// As head does when it has its line.
+	_ = stdout.(io.Closer).Close()
+
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select {
+	case err = <-waited:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-waited
+		t.Fatalf("ssh still ran 30s after its stdout closed; server log:\n%s", srv.logs.String())
+	}
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitCode() != 255 {
+		t.Errorf("ssh ended with %v, want exit status 255 from the command's SIGPIPE; stderr %q", err, stderr.String())
+	}
+	waitNoSessionDirs(t, srv.cfg.RuntimeDir)
 }

@@ -69,6 +69,7 @@ func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middlewa
 		middleware.QuickAck(),
 		func(srv *ssh.Server) error {
 			srv.AddHostKey(signer)
+			srv.Version = serverVersion
 			// The deadline covers key exchange and authentication,
 			// so it also frees the places that LimitStartups counts.
 			srv.HandshakeTimeout = cfg.HandshakeTimeout
@@ -115,6 +116,14 @@ func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middlewa
 	}
 	return srv, nil
 }
+
+// serverVersion is the software version in the server's SSH banner. OpenSSH
+// clients enable the protocol extensions of their own kind for servers
+// whose version starts with "OpenSSH", among them eow@openssh.com, with
+// which a client whose output reader went away, as in
+// `ssh host producer | head`, lets the server end the command as sshd
+// does. The rest says which server this is.
+const serverVersion = "OpenSSH_compatible throwawaysh"
 
 func fingerprint(signer ssh.Signer) string {
 	return gossh.FingerprintSHA256(signer.PublicKey())
