@@ -100,6 +100,9 @@ func startProcess(m *StartMsg, shell string, acct account) (*guestProcess, error
 	}
 
 	cmd := shellCommand(m, shell, acct)
+	// As sshd sets it; after the host's entries, so a client cannot
+	// replace it.
+	cmd.Env = append(cmd.Env, "SSH_TTY="+tty.Name())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
 	// Ctty is a descriptor number in the child: 0 is tty.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}

@@ -118,10 +118,14 @@ func TestPTYShellSizeTermAndResize(t *testing.T) {
 		srv := startServer(t, testConfig(t, b.rootfs(t, true)), b.launcher)
 
 		c := srv.startTerminalSSH(t, 37, 101, []string{"TERM=xterm-256color"}, nil, "")
-		c.send("stty size; echo \"term=$TERM\"; tty\n")
+		c.send("stty size; echo \"term=$TERM\"; echo \"tty=$(tty) ssh_tty=$SSH_TTY\"\n")
 		c.waitFor(`37 101`)
 		c.waitFor(`term=xterm-256color`)
-		c.waitFor(`/dev/pts/\d+`)
+		// SSH_TTY names the session's terminal, as sshd sets it.
+		c.waitFor(`tty=(/dev/pts/\d+) ssh_tty=/dev/pts/\d+`)
+		if m := regexp.MustCompile(`tty=(/dev/pts/\d+) ssh_tty=(/dev/pts/\d+)`).FindStringSubmatch(c.Output()); m == nil || m[1] != m[2] {
+			t.Errorf("SSH_TTY does not name the terminal: %q", m)
+		}
 
 		// A real terminal resize: the client gets SIGWINCH and sends
 		// window-change.
