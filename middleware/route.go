@@ -293,6 +293,13 @@ func routePTY(s ssh.Session, guest *Guest) {
 			"commands run with a PTY must be valid UTF-8; run this one without a PTY (ssh -T)")
 		return
 	}
+	if len(command) >= maxPTYCommandBytes {
+		// The guest would fail to start the shell, and the client would
+		// read that as a fault of the server.
+		fail(s, ExitVMFailed, fmt.Errorf("route: PTY command of %d bytes", len(command)),
+			fmt.Sprintf("a command run with a PTY must be shorter than %d bytes, because it becomes one argument of the shell; run this one without a PTY (ssh -T)", maxPTYCommandBytes))
+		return
+	}
 
 	client, ok := connectAgent(s, guest, "the VM did not start its shell; try again, and tell the operator if it keeps failing")
 	if !ok {
@@ -606,6 +613,11 @@ func (c *consoleSignals) connected(client *agent.Client, logger *slog.Logger) {
 	}
 	c.pending = nil
 }
+
+// maxPTYCommandBytes is Linux's limit on one argument of a new program
+// (MAX_ARG_STRLEN, 32 pages of 4 KiB), its terminating NUL included. The
+// guest agent passes a PTY command to the shell as one argument.
+const maxPTYCommandBytes = 128 << 10
 
 // maxTermBytes is the guest agent's limit on TERM.
 const maxTermBytes = agent.MaxTermSize

@@ -277,3 +277,36 @@ func TestPTYLongCommandIntact(t *testing.T) {
 		}
 	})
 }
+
+// A PTY command becomes one argument of the guest's shell, so Linux caps
+// it at 128 KiB. One below the cap runs; one at it fails at once with a
+// message that names the limit, not as a fault of the server.
+func TestPTYCommandLengthLimit(t *testing.T) {
+	srv := startServer(t, testConfig(t, krtestRootfs(t)), testLauncher())
+	run := func(command string) (int, string, string) {
+		session := srv.goSession(t)
+		if err := session.RequestPty("xterm", 24, 80, gossh.TerminalModes{}); err != nil {
+			t.Fatal(err)
+		}
+		var stdout, stderr bytes.Buffer
+		session.Stdout, session.Stderr = &stdout, &stderr
+		return exitStatusOf(t, session.Run(command)), stdout.String(), stderr.String()
+	}
+
+	fits := ": " + strings.Repeat("x", 100<<10) + "; echo fits"
+	if status, stdout, _ := run(fits); status != 0 || !strings.Contains(stdout, "fits") {
+		t.Errorf("100 KiB command: status %d, stdout %q; want 0 and fits", status, stdout)
+	}
+
+	tooLong := ": " + strings.Repeat("x", 128<<10) + "; echo ran"
+	status, stdout, stderr := run(tooLong)
+	if status != middleware.ExitVMFailed {
+		t.Errorf("128 KiB command: status %d, want %d", status, middleware.ExitVMFailed)
+	}
+	if strings.Contains(stdout, "ran") {
+		t.Errorf("128 KiB command ran: stdout %q", stdout)
+	}
+	if !strings.Contains(stderr, "shorter than 131072 bytes") || !strings.Contains(stderr, "ssh -T") {
+		t.Errorf("stderr = %q, want the limit and the way around it", stderr)
+	}
+}
