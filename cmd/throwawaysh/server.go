@@ -118,11 +118,11 @@ func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middlewa
 }
 
 // serverVersion is the software version in the server's SSH banner. OpenSSH
-// clients enable the protocol extensions of their own kind for servers
-// whose version starts with "OpenSSH", among them eow@openssh.com, with
-// which a client whose output reader went away, as in
-// `ssh host producer | head`, lets the server end the command as sshd
-// does. The rest says which server this is.
+// clients use their own protocol extensions only with servers whose
+// version starts with "OpenSSH". One of them is eow@openssh.com, which
+// tells the server that the client's output reader went away, as in
+// `ssh host producer | head`, so the command can end as under sshd. The
+// rest names this server.
 const serverVersion = "OpenSSH_compatible throwawaysh"
 
 func fingerprint(signer ssh.Signer) string {
