@@ -186,11 +186,14 @@ func TestSessionEnvironment(t *testing.T) {
 			t.Errorf("%s = %q, want %q", key, env[key], value)
 		}
 	}
+	if !strings.HasPrefix(env["SSH_TTY"], "/dev/pts/") {
+		t.Errorf("SSH_TTY = %q, want the process's terminal under /dev/pts", env["SSH_TTY"])
+	}
 
 	if _, ok := env["THROWAWAYSH_LEAK_CHECK"]; ok {
 		t.Errorf("the agent's own environment reached the process: %q", output)
 	}
-	allowed := map[string]bool{"PWD": true, "SHLVL": true, "_": true, "OLDPWD": true}
+	allowed := map[string]bool{"PWD": true, "SHLVL": true, "_": true, "OLDPWD": true, "SSH_TTY": true}
 	for key := range env {
 		if _, ok := want[key]; !ok && !allowed[key] {
 			t.Errorf("unexpected variable %s=%q", key, env[key])

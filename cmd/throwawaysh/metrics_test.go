@@ -93,11 +93,11 @@ func metricValue(exposition, series string) (float64, bool) {
 }
 
 // A console session that exits 0, one that exits 3, a PTY session, a
-// session rejected by the per-connection limit and a wrong password must
+// session rejected by the per-address limit and a wrong password must
 // show up in the scraped counts, with no session or VM left active.
 func TestMetricsCountSessions(t *testing.T) {
 	cfg := testConfig(t, krtestRootfs(t))
-	cfg.MaxSessionsPerConnection = 1
+	cfg.MaxSessionsPerIP = 1
 	srv, url := startMetricsServer(t, cfg)
 
 	if r := srv.runSSH(t, sshCall{command: "exit 0"}); r.status != 0 {
@@ -113,7 +113,7 @@ func TestMetricsCountSessions(t *testing.T) {
 		t.Fatalf("wrong password: status %d, want 255 from the client", r.status)
 	}
 
-	// Two sessions on one connection: the second goes over the limit of 1.
+	// Two sessions from one address: the second goes over the limit of 1.
 	client := srv.dialGo(t, "test", testPassword)
 	heldSession, err := client.NewSession()
 	if err != nil {
@@ -134,7 +134,7 @@ func TestMetricsCountSessions(t *testing.T) {
 	var rejectedStderr bytes.Buffer
 	rejected.Stderr = &rejectedStderr
 	if status := exitStatusOf(t, rejected.Run("true")); status != middleware.ExitCapacity {
-		t.Fatalf("second session on the connection: status %d, want %d; stderr %q", status, middleware.ExitCapacity, rejectedStderr.String())
+		t.Fatalf("second session from the address: status %d, want %d; stderr %q", status, middleware.ExitCapacity, rejectedStderr.String())
 	}
 	_ = heldInput.Close()
 	if status := exitStatusOf(t, heldSession.Wait()); status != 0 {
@@ -149,8 +149,8 @@ func TestMetricsCountSessions(t *testing.T) {
 		`throwawaysh_sessions_ended_total{mode="pty",outcome="exited"}`:       1,
 		`throwawaysh_sessions_active`:                                         0,
 		`throwawaysh_vm_processes`:                                            0,
-		`throwawaysh_sessions_rejected_total{limit="per_connection"}`:         1,
-		`throwawaysh_sessions_rejected_total{limit="per_client_address"}`:     0,
+		`throwawaysh_sessions_rejected_total{limit="per_connection"}`:         0,
+		`throwawaysh_sessions_rejected_total{limit="per_client_address"}`:     1,
 		`throwawaysh_sessions_rejected_total{limit="server"}`:                 0,
 		`throwawaysh_auth_failures_total{method="password"}`:                  1,
 		`throwawaysh_vm_boot_seconds_count`:                                   4,
@@ -305,7 +305,7 @@ func TestMetricsCountRejectedConnections(t *testing.T) {
 // rejected by the open_channels limit.
 func TestMetricsCountRejectedChannels(t *testing.T) {
 	cfg := testConfig(t, krtestRootfs(t))
-	cfg.MaxSessionsPerConnection = 1 // caps open session channels at 2
+	cfg.MaxSessionsPerConnection = 2 // caps open session channels at 2
 	srv, url := startMetricsServer(t, cfg)
 	client := srv.dialGo(t, "test", testPassword)
 	defer client.Close()

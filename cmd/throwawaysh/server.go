@@ -85,10 +85,11 @@ func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middlewa
 		withCiphers(cfg.Ciphers),
 		middleware.RawPTY(),
 		middleware.FilterRequests(append(slices.Clone(middleware.DefaultAcceptEnv), cfg.AcceptEnv...), logger),
-		// Channels that wait for their shell or exec request count too.
-		// Twice the session limit leaves room for the sessions that Limit
-		// ends with its message.
-		middleware.LimitSessionChannels(2*cfg.MaxSessionsPerConnection, logger),
+		// As sshd's MaxSessions: a session channel over the limit is
+		// refused when it opens, so an OpenSSH client sharing the
+		// connection (ControlMaster) opens a connection of its own for
+		// it. Channels that wait for their shell or exec request count too.
+		middleware.LimitSessionChannels(cfg.MaxSessionsPerConnection, logger),
 		metrics.CountRejectedChannels(),
 		wish.WithMiddleware(chain...),
 		// Subsystem requests bypass the middleware chain, so SFTP gets
