@@ -120,10 +120,9 @@ func newServerWithMetrics(cfg config, launcher krun.Launcher, sessions *middlewa
 
 // serverVersion is the software version in the server's SSH banner. OpenSSH
 // clients use their own protocol extensions only with servers whose
-// version starts with "OpenSSH". One of them is eow@openssh.com, which
-// tells the server that the client's output reader went away, as in
-// `ssh host producer | head`, so the command can end as under sshd. The
-// rest names this server.
+// version starts with "OpenSSH". One of them is eow@openssh.com, sent when
+// the client's output reader went away, as in `ssh host producer | head`,
+// so that the command can end as under sshd. The rest names this server.
 const serverVersion = "OpenSSH_compatible throwawaysh"
 
 func fingerprint(signer ssh.Signer) string {
