@@ -429,8 +429,9 @@ func connectionEnv(s ssh.Session) []string {
 // consoleWorkload returns the shell arguments and files that run command
 // with env exported. "." runs a file in the shell itself, so $0 is the
 // shell's name and "exit 3" ends the shell, as with OpenSSH's
-// "sh -c command". Without a command, sh reads commands from stdin, as
-// OpenSSH's shell does when the client sends no command and no PTY.
+// "sh -c command". Without a command, a login shell (sh -l, which reads
+// /etc/profile) reads commands from stdin, as sshd starts the user's shell
+// when the client sends no command and no PTY.
 func consoleWorkload(command string, env []string) ([]string, map[string][]byte) {
 	files := map[string][]byte{}
 	var steps []string
@@ -448,10 +449,10 @@ func consoleWorkload(command string, env []string) ([]string, map[string][]byte)
 		files[commandFile] = []byte(command)
 		steps = append(steps, ". /"+commandFile)
 	case len(steps) > 0:
-		steps = append(steps, "exec "+rootfs.ShellPath)
+		steps = append(steps, "exec "+rootfs.ShellPath+" -l")
 	}
 	if len(steps) == 0 {
-		return nil, nil
+		return []string{"-l"}, nil
 	}
 	return []string{"-c", strings.Join(steps, "; ")}, files
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -128,6 +129,23 @@ func TestShellWithoutPTYReadsStdin(t *testing.T) {
 			t.Errorf("exit status = %d, want 4", got.status)
 		}
 	})
+}
+
+// Without a command and a PTY, sshd runs the user's shell as a login
+// shell, which reads /etc/profile; so does throwawaysh, with or without
+// environment variables from the client.
+func TestShellWithoutCommandIsLoginShell(t *testing.T) {
+	root := krtestRootfs(t)
+	if err := os.WriteFile(filepath.Join(root, "etc/profile"), []byte("echo profile read\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, testConfig(t, root), testLauncher())
+	for _, options := range [][]string{{"-T"}, {"-T", "-o", "SetEnv=LANG=C.UTF-8"}} {
+		got := srv.runSSH(t, sshCall{options: options, stdin: strings.NewReader("echo hi\n")})
+		if string(got.stdout) != "profile read\nhi\n" || got.status != 0 {
+			t.Errorf("ssh %v: stdout %q status %d, want the profile's line, then hi, and 0 (stderr %q)", options, got.stdout, got.status, got.stderr)
+		}
+	}
 }
 
 func TestSessionLeavesNoProcess(t *testing.T) {
