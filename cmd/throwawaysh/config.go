@@ -274,7 +274,9 @@ func (c *config) parseNumbers() error {
 	}
 
 	timeout, err := time.ParseDuration(strings.TrimSpace(c.HandshakeTimeoutFlag))
-	if err != nil {
+	if err != nil || timeout < minHandshakeTimeout || timeout > maxHandshakeTimeout {
+		// The value as given, where validate can only show the parsed
+		// duration ("2h0m0s" for "2h").
 		return handshakeTimeoutError(c.HandshakeTimeoutFlag)
 	}
 	c.HandshakeTimeout = timeout

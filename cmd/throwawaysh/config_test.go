@@ -277,7 +277,7 @@ func TestConfigInvalidValues(t *testing.T) {
 		{"handshake timeout too short", []string{"--rootfs", root}, map[string]string{"SSH_HANDSHAKE_TIMEOUT": "500ms"},
 			[]string{"--handshake-timeout", "SSH_HANDSHAKE_TIMEOUT", `"500ms"`, "from 1s to 10m0s"}},
 		{"handshake timeout too long", []string{"--rootfs", root, "--handshake-timeout", "1h"}, nil,
-			[]string{"--handshake-timeout", "SSH_HANDSHAKE_TIMEOUT", `"1h0m0s"`, "from 1s to 10m0s"}},
+			[]string{"--handshake-timeout", "SSH_HANDSHAKE_TIMEOUT", `"1h"`, "from 1s to 10m0s"}},
 		{"max startups zero", []string{"--rootfs", root, "--max-startups", "0"}, nil,
 			[]string{"--max-startups", "SSH_MAX_STARTUPS", `"0"`, "at least 1"}},
 		{"per-source max startups negative", []string{"--rootfs", root}, map[string]string{"SSH_PER_SOURCE_MAX_STARTUPS": "-3"},
