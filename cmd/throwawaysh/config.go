@@ -331,13 +331,13 @@ func (c *config) resolveLimits() error {
 		accepted                       string
 		value                          *int
 	}{
-		{"--max-sessions", "SSH_MAX_SESSIONS", c.MaxSessionsText, limitDefaults["max_sessions"], 0, "a whole number, 0 for no limit", &c.MaxSessions},
-		{"--max-sessions-per-ip", "SSH_MAX_SESSIONS_PER_IP", c.MaxSessionsPerIPText, limitDefaults["max_sessions_per_ip"], 0, "a whole number, 0 for no limit", &c.MaxSessionsPerIP},
-		{"--max-sessions-per-connection", "SSH_MAX_SESSIONS_PER_CONNECTION", c.MaxSessionsPerConnectionText, limitDefaults["max_sessions_per_connection"], 0, "a whole number, 0 for no limit", &c.MaxSessionsPerConnection},
-		{"--keepalive-count-max", "SSH_KEEPALIVE_COUNT_MAX", c.KeepaliveCountMaxText, limitDefaults["keepalive_count_max"], 1, "a whole number, 1 or more", &c.KeepaliveCountMax},
+		{"--max-sessions", "SSH_MAX_SESSIONS", c.MaxSessionsText, limitDefaults["max_sessions"], 0, "a whole number up to 2147483647, 0 for no limit", &c.MaxSessions},
+		{"--max-sessions-per-ip", "SSH_MAX_SESSIONS_PER_IP", c.MaxSessionsPerIPText, limitDefaults["max_sessions_per_ip"], 0, "a whole number up to 2147483647, 0 for no limit", &c.MaxSessionsPerIP},
+		{"--max-sessions-per-connection", "SSH_MAX_SESSIONS_PER_CONNECTION", c.MaxSessionsPerConnectionText, limitDefaults["max_sessions_per_connection"], 0, "a whole number up to 2147483647, 0 for no limit", &c.MaxSessionsPerConnection},
+		{"--keepalive-count-max", "SSH_KEEPALIVE_COUNT_MAX", c.KeepaliveCountMaxText, limitDefaults["keepalive_count_max"], 1, "a whole number from 1 to 2147483647", &c.KeepaliveCountMax},
 	}
 	for _, setting := range counts {
-		text := cmp.Or(setting.text, setting.fallback)
+		text := cmp.Or(strings.TrimSpace(setting.text), setting.fallback)
 		n, err := strconv.ParseInt(text, 10, 32)
 		if err != nil || int(n) < setting.min {
 			return fmt.Errorf("invalid %s (%s) %q: must be %s", setting.flag, setting.variable, text, setting.accepted)
@@ -356,7 +356,7 @@ func (c *config) resolveLimits() error {
 		{"--keepalive-interval", "SSH_KEEPALIVE_INTERVAL", c.KeepaliveIntervalText, limitDefaults["keepalive_interval"], time.Second, "a duration of 1s or more such as 15s or 1m, or 0 to turn keepalives off", &c.KeepaliveInterval},
 	}
 	for _, setting := range durations {
-		text := cmp.Or(setting.text, setting.fallback)
+		text := cmp.Or(strings.TrimSpace(setting.text), setting.fallback)
 		d, err := time.ParseDuration(text)
 		if err != nil || d < 0 || (d > 0 && d < setting.min) {
 			return fmt.Errorf("invalid %s (%s) %q: must be %s", setting.flag, setting.variable, text, setting.accepted)

@@ -272,6 +272,8 @@ func TestConfigInvalidValues(t *testing.T) {
 			[]string{"--vm-memory-mib", "SSH_VM_MEMORY_MIB", `"1048576"`, "from 32 to 65536"}},
 		{"vm memory with a unit", []string{"--rootfs", root}, map[string]string{"SSH_VM_MEMORY_MIB": "1G"},
 			[]string{"--vm-memory-mib", "SSH_VM_MEMORY_MIB", `"1G"`, "from 32 to 65536"}},
+		{"max sessions beyond 32 bits", []string{"--rootfs", root, "--max-sessions", "99999999999"}, nil,
+			[]string{"--max-sessions", "SSH_MAX_SESSIONS", `"99999999999"`, "up to 2147483647"}},
 		{"handshake timeout not a duration", []string{"--rootfs", root, "--handshake-timeout", "30"}, nil,
 			[]string{"--handshake-timeout", "SSH_HANDSHAKE_TIMEOUT", `"30"`, "from 1s to 10m0s"}},
 		{"handshake timeout too short", []string{"--rootfs", root}, map[string]string{"SSH_HANDSHAKE_TIMEOUT": "500ms"},
@@ -301,7 +303,7 @@ func TestConfigInvalidValues(t *testing.T) {
 		{"keepalive interval below a second", []string{"--rootfs", root, "--keepalive-interval", "10ms"}, nil,
 			[]string{"--keepalive-interval", "SSH_KEEPALIVE_INTERVAL", `"10ms"`, "1s or more"}},
 		{"keepalive count max zero", []string{"--rootfs", root, "--keepalive-count-max", "0"}, nil,
-			[]string{"--keepalive-count-max", "SSH_KEEPALIVE_COUNT_MAX", `"0"`, "1 or more"}},
+			[]string{"--keepalive-count-max", "SSH_KEEPALIVE_COUNT_MAX", `"0"`, "from 1 to 2147483647"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -613,5 +615,21 @@ func TestConfigWarnsAboutIneffectiveLimits(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("warnings %q lack %q", got, want)
 		}
+	}
+}
+
+// Spaces around a number or duration are ignored in every setting, as
+// they are in --vm-cpus.
+func TestConfigTrimsSpacesInLimits(t *testing.T) {
+	clearConfigEnv(t)
+	cfg, _, err := parseConfig([]string{"--rootfs", krtest.Rootfs(t, false), "--max-sessions", " 3", "--idle-timeout", "90s "}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MaxSessions != 3 {
+		t.Errorf("max sessions = %d, want 3", cfg.MaxSessions)
+	}
+	if cfg.IdleTimeout != 90*time.Second {
+		t.Errorf("idle timeout = %s, want 90s", cfg.IdleTimeout)
 	}
 }
