@@ -105,16 +105,16 @@ func TestQuickAckAfterSmallReads(t *testing.T) {
 func TestQuickAckKeepsEarlierCallback(t *testing.T) {
 	_, server := tcpPair(t)
 	srv := &ssh.Server{}
-	refused := false
+	rejected := false
 	srv.ConnCallback = func(ssh.Context, net.Conn) net.Conn {
-		refused = true
+		rejected = true
 		return nil
 	}
 	if err := QuickAck()(srv); err != nil {
 		t.Fatal(err)
 	}
-	if conn := srv.ConnCallback(nil, server); conn != nil || !refused {
-		t.Errorf("connection refused by the earlier callback came back as %v (earlier callback called: %v)", conn, refused)
+	if conn := srv.ConnCallback(nil, server); conn != nil || !rejected {
+		t.Errorf("connection rejected by the earlier callback came back as %v (earlier callback called: %v)", conn, rejected)
 	}
 }
 

@@ -132,7 +132,7 @@ func TestShellWithoutPTYReadsStdin(t *testing.T) {
 }
 
 // Without a command and a PTY, sshd runs the user's shell as a login
-// shell, which reads /etc/profile; so does throwawaysh, with or without
+// shell, which reads /etc/profile. So does throwawaysh, with or without
 // environment variables from the client.
 func TestShellWithoutCommandIsLoginShell(t *testing.T) {
 	root := krtestRootfs(t)
