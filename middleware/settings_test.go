@@ -61,13 +61,7 @@ func runAs(t *testing.T, addr, user, command string) (stdout, stderr string, sta
 // records each spec the launcher starts. The log goes to logs.
 func settingsServer(t *testing.T, choose func(ssh.Context, *middleware.VMSettings) error, logs *lockedBuffer) (addr string, specs func() []krun.Spec) {
 	t.Helper()
-	var mu sync.Mutex
-	var started []krun.Spec
-	launcher := &krtest.Launcher{Started: func(s krun.Spec) {
-		mu.Lock()
-		started = append(started, s)
-		mu.Unlock()
-	}}
+	launcher, specs := recordingLauncher()
 	addr = serve(t,
 		middleware.AllowPasswordless(nil),
 		wish.WithMiddleware(
@@ -79,7 +73,20 @@ func settingsServer(t *testing.T, choose func(ssh.Context, *middleware.VMSetting
 			middleware.Logging(slog.New(slog.NewTextHandler(logs, nil))),
 		),
 	)
-	return addr, func() []krun.Spec {
+	return addr, specs
+}
+
+// recordingLauncher returns a test launcher that records each spec it
+// starts, and a function that returns the specs so far.
+func recordingLauncher() (*krtest.Launcher, func() []krun.Spec) {
+	var mu sync.Mutex
+	var started []krun.Spec
+	launcher := &krtest.Launcher{Started: func(s krun.Spec) {
+		mu.Lock()
+		started = append(started, s)
+		mu.Unlock()
+	}}
+	return launcher, func() []krun.Spec {
 		mu.Lock()
 		defer mu.Unlock()
 		return append([]krun.Spec(nil), started...)
@@ -209,13 +216,7 @@ func TestSettingsFuncErrors(t *testing.T) {
 // A Tracker's Shutdown that comes while the settings function runs ends
 // the session with its message and boots no VM.
 func TestShutdownDuringSettingsBootsNoVM(t *testing.T) {
-	var mu sync.Mutex
-	var started []krun.Spec
-	launcher := &krtest.Launcher{Started: func(s krun.Spec) {
-		mu.Lock()
-		started = append(started, s)
-		mu.Unlock()
-	}}
+	launcher, specs := recordingLauncher()
 	choosing := make(chan struct{})
 	release := make(chan struct{})
 	choose := func(ssh.Context, *middleware.VMSettings) error {
@@ -268,9 +269,7 @@ func TestShutdownDuringSettingsBootsNoVM(t *testing.T) {
 	if err := <-shutdownDone; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(started) != 0 {
-		t.Errorf("launcher started %d VMs after the shutdown, want none", len(started))
+	if n := len(specs()); n != 0 {
+		t.Errorf("launcher started %d VMs after the shutdown, want none", n)
 	}
 }
