@@ -128,9 +128,9 @@ func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error)
 				}
 				continue
 			}
-			if req.Type == "signal" && !started {
-				// As sshd does: no process exists to signal yet.
-				c.filter.logger.Debug("session request rejected", "type", req.Type, "reason", "no command started yet", "remote", c.remote)
+			if reason := c.filter.reject(req, &envCount, started); reason != "" {
+				// Debug, because a client can send requests without limit.
+				c.filter.logger.Debug("session request rejected", "type", req.Type, "reason", reason, "remote", c.remote)
 				if req.WantReply {
 					_ = req.Reply(false, nil)
 				}
@@ -143,14 +143,6 @@ func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error)
 				copied.WantReply = false
 				req = &copied
 			}
-			if reason := c.filter.reject(req, &envCount); reason != "" {
-				// Debug, because a client can send requests without limit.
-				c.filter.logger.Debug("session request rejected", "type", req.Type, "reason", reason, "remote", c.remote)
-				if req.WantReply {
-					_ = req.Reply(false, nil)
-				}
-				continue
-			}
 			if req.Type == "shell" || req.Type == "exec" || req.Type == "subsystem" {
 				started = true
 			}
@@ -160,9 +152,15 @@ func (c *filteredChannel) Accept() (gossh.Channel, <-chan *gossh.Request, error)
 	return channel, passed, nil
 }
 
-// reject returns why req must be refused, or "" to pass it on.
-func (f *requestFilter) reject(req *gossh.Request, envCount *int) string {
+// reject returns why req must be refused, or "" to pass it on. started
+// reports whether a shell, exec or subsystem request has passed already.
+func (f *requestFilter) reject(req *gossh.Request, envCount *int, started bool) string {
 	switch req.Type {
+	case "signal":
+		if !started {
+			// As sshd does: no process exists to signal yet.
+			return "no command started yet"
+		}
 	case "auth-agent-req@openssh.com":
 		return "agent forwarding is not supported"
 	case "x11-req":
